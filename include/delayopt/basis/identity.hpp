@@ -1,0 +1,17 @@
+/// \file delayopt/basis/identity.hpp
+/// \brief The coordinate basis: the moment policy runs on the raw gradient (plain Adam).
+#pragma once
+
+namespace delayopt::basis {
+
+/// No rotation. Optimizers with this basis run one fused pass over p, g and the moment slots.
+struct Identity {
+  static constexpr const char* name = "basis::Identity";
+  static constexpr bool is_identity = true;
+
+  struct Hyper {
+    void validate() const {}
+  };
+};
+
+}  // namespace delayopt::basis

@@ -1,0 +1,63 @@
+/// \file delayopt/core/concepts.hpp
+/// \brief The concepts every policy is checked against.
+///
+/// An optimizer is Basis x Moment x Delay (x Schedule). Each policy is a type with a nested `Hyper`
+/// aggregate (its hyperparameters, validated by `validate()`) and static members described below;
+/// docs/design.md explains the protocol and how to add a policy.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <concepts>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+namespace delayopt {
+
+/// A hyperparameter block: an aggregate usable with designated initializers, with defaults, and a
+/// `validate()` that throws invalid_hyperparameter naming the offending field.
+template <class H>
+concept HyperParameters = std::is_aggregate_v<H> && std::default_initializable<H> && std::copyable<H> &&
+                          requires(const H& h) { h.validate(); };
+
+/// A policy names itself and carries a Hyper block.
+template <class P>
+concept Policy = HyperParameters<typename P::Hyper> && requires {
+  { P::name } -> std::convertible_to<std::string_view>;
+};
+
+/// Learning-rate schedule: lr as a function of the 0-based application step, evaluated on the host.
+template <class S>
+concept LRSchedule = HyperParameters<S> && requires(const S& s, std::int64_t step) {
+  { s(step) } -> std::convertible_to<double>;
+};
+
+/// Per-element moment update. `slots` arrays of per-element state (Adam: m and v); `coeffs` turns the
+/// hyperparameters, learning rate and 1-based step into kernel constants; `direction` updates the
+/// slots in place and returns the increment for the parameter; `apply` combines parameter and
+/// increment (where decoupled weight decay lives).
+template <class M>
+concept MomentPolicy = Policy<M> && requires(const typename M::Hyper& h, double lr, std::int64_t t, double g,
+                                             double p, Kokkos::Array<double, M::slots>& s) {
+  { M::slots } -> std::convertible_to<int>;
+  typename M::template Coeffs<double>;
+  { M::template coeffs<double>(h, lr, t) } -> std::same_as<typename M::template Coeffs<double>>;
+  { M::direction(M::template coeffs<double>(h, lr, t), g, p, s) } -> std::same_as<double>;
+  { M::apply(M::template coeffs<double>(h, lr, t), p, g) } -> std::same_as<double>;
+};
+
+/// Coordinate system the moment policy runs in. `is_identity` bases (Adam) take the fused
+/// single-pass path.
+template <class B>
+concept BasisPolicy = Policy<B> && requires {
+  { B::is_identity } -> std::convertible_to<bool>;
+};
+
+/// Correction applied to stale gradients. `is_none` policies add no work.
+template <class D>
+concept DelayPolicy = Policy<D> && requires {
+  { D::is_none } -> std::convertible_to<bool>;
+};
+
+}  // namespace delayopt

@@ -1,0 +1,286 @@
+/// \file delayopt/core/optimizer.hpp
+/// \brief Optimizer<Basis, Moment, Delay, Schedule>: optax-style init/update on any Kokkos space.
+///
+///   delayopt::Optimizer<basis::Identity, moment::Adam> opt({.moment = {.beta2 = 0.99},
+///                                                           .schedule = {.lr = 1e-2}});
+///   auto state = opt.init(space, params);
+///   opt.update(space, params, grads, state);   // enqueued on `space`, no fence
+#pragma once
+
+#include "delayopt/core/compat.hpp"
+#include "delayopt/core/concepts.hpp"
+#include "delayopt/core/error.hpp"
+#include "delayopt/core/for_each_chunk.hpp"
+#include "delayopt/core/hyper.hpp"
+#include "delayopt/core/nonfinite.hpp"
+#include "delayopt/core/param_set.hpp"
+#include "delayopt/core/step_context.hpp"
+#include "delayopt/schedule/constant.hpp"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+namespace delayopt {
+
+namespace detail {
+
+/// Device counters of one optimizer state.
+enum counter : int { applied = 0, skipped = 1 };
+
+/// Sum of squared gradient entries, accumulated in double (NaN/Inf propagate into the sum).
+template <class T, class ExecSpace>
+struct GradSquaredNorm {
+  using memory_space = typename ExecSpace::memory_space;
+  Kokkos::View<Chunk*, memory_space> chunks;
+  Kokkos::View<BlockRef<T>*, memory_space> g;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const std::size_t c, double& sum) const {
+    const Chunk ch = chunks(c);
+    const T* gb = g(ch.block).data;
+    double local = 0.0;
+    for (std::size_t i = ch.begin; i < ch.end; ++i) local += static_cast<double>(gb[i]) * static_cast<double>(gb[i]);
+    sum += local;
+  }
+};
+
+/// The fused Identity-basis step: one pass reads p, g and the moment slots and writes p and the slots.
+template <class Moment, class T, class ExecSpace>
+struct FusedStep {
+  static constexpr int N = Moment::slots;
+  using memory_space = typename ExecSpace::memory_space;
+  using refs_view = Kokkos::View<BlockRef<T>*, memory_space>;
+
+  refs_view p, g;
+  Kokkos::Array<refs_view, N> s;
+  Kokkos::View<double, memory_space> grad_sqnorm;
+  Kokkos::View<std::int64_t[2], memory_space> counters;
+  typename Moment::Hyper hyper;
+  double lr;
+  double max_norm;  // <= 0: no clipping
+  bool check;
+
+  struct Context {
+    T* p;
+    const T* g;
+    T* s[N];
+    typename Moment::template Coeffs<T> c;
+    T scale;
+    bool skip;
+  };
+
+  KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
+    Context x;
+    const double n2 = (check || max_norm > 0) ? grad_sqnorm() : 0.0;
+    x.skip = check && !compat::isfinite(n2);
+    // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1.
+    const double coef = max_norm > 0 ? max_norm / (compat::sqrt(n2) + 1e-6) : 1.0;
+    x.scale = static_cast<T>(coef < 1.0 ? coef : 1.0);
+    x.c = Moment::template coeffs<T>(hyper, lr, counters(applied) + 1);
+    x.p = p(ch.block).data;
+    x.g = g(ch.block).data;
+    for (int k = 0; k < N; ++k) x.s[k] = s[k](ch.block).data;
+    return x;
+  }
+
+  KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
+    const T pi = x.p[i];
+    Kokkos::Array<T, N> si;
+    for (int k = 0; k < N; ++k) si[k] = x.s[k][i];
+    const T delta = Moment::direction(x.c, x.g[i] * x.scale, pi, si);
+    x.p[i] = Moment::apply(x.c, pi, delta);
+    for (int k = 0; k < N; ++k) x.s[k][i] = si[k];
+  }
+};
+
+/// Advances the applied or the skipped counter after a step (one work item).
+template <class ExecSpace>
+struct FinishStep {
+  Kokkos::View<double, typename ExecSpace::memory_space> grad_sqnorm;
+  Kokkos::View<std::int64_t[2], typename ExecSpace::memory_space> counters;
+  bool check;
+
+  KOKKOS_INLINE_FUNCTION void operator()(const int) const {
+    const bool skip = check && !compat::isfinite(grad_sqnorm());
+    counters(skip ? skipped : applied) += 1;
+  }
+};
+
+template <class B, class M, class D, class S>
+constexpr bool valid_composition() {
+  static_assert(BasisPolicy<B>,
+                "delayopt::Optimizer<Basis, Moment, Delay, Schedule>: the first argument is not a basis policy "
+                "(expected e.g. delayopt::basis::Identity; see delayopt/core/concepts.hpp, BasisPolicy)");
+  static_assert(MomentPolicy<M>,
+                "delayopt::Optimizer<Basis, Moment, Delay, Schedule>: the second argument is not a moment policy "
+                "(expected e.g. delayopt::moment::Adam; see delayopt/core/concepts.hpp, MomentPolicy)");
+  static_assert(DelayPolicy<D>,
+                "delayopt::Optimizer<Basis, Moment, Delay, Schedule>: the third argument is not a delay policy "
+                "(expected e.g. delayopt::delay::None; see delayopt/core/concepts.hpp, DelayPolicy)");
+  static_assert(LRSchedule<S>,
+                "delayopt::Optimizer<Basis, Moment, Delay, Schedule>: the fourth argument is not a learning-rate "
+                "schedule (expected e.g. delayopt::schedule::Constant; see delayopt/core/concepts.hpp, LRSchedule)");
+  return BasisPolicy<B> && MomentPolicy<M> && DelayPolicy<D> && LRSchedule<S>;
+}
+
+}  // namespace detail
+
+/// Basis x Moment x Delay, with a learning-rate schedule. Holds hyperparameters only; per-run state is
+/// a separate value (State) so pipeline stages can stash and double-buffer it.
+template <class Basis, class Moment, class Delay, class Schedule = schedule::Constant>
+  requires(detail::valid_composition<Basis, Moment, Delay, Schedule>())
+class Optimizer {
+ public:
+  using basis_type = Basis;
+  using moment_type = Moment;
+  using delay_type = Delay;
+  using schedule_type = Schedule;
+
+  static_assert(Basis::is_identity, "delayopt::Optimizer: rotated bases are not available in this version");
+  static_assert(Delay::is_none, "delayopt::Optimizer: delay compensation is not available in this version");
+
+  /// Every hyperparameter of the composition. Use designated initializers; omitted fields keep defaults.
+  struct Config {
+    typename Basis::Hyper basis{};
+    typename Moment::Hyper moment{};
+    typename Delay::Hyper delay{};
+    Schedule schedule{};
+    /// Global L2-norm clipping of the gradient (torch.nn.utils.clip_grad_norm_); 0 disables it.
+    double clip_global_norm = 0.0;
+    NonFinitePolicy nonfinite = NonFinitePolicy::skip_step;
+
+    void validate() const {
+      basis.validate();
+      moment.validate();
+      delay.validate();
+      schedule.validate();
+      hyper::require_nonnegative("Optimizer", "clip_global_norm", clip_global_norm);
+    }
+  };
+
+  /// Per-run state. Copies are shallow (Kokkos::View semantics); Optimizer::clone makes a deep copy.
+  template <class T, class ExecSpace>
+  struct State {
+    using memory_space = typename ExecSpace::memory_space;
+    /// update() calls made with this state (host side; includes skipped steps).
+    std::int64_t calls = 0;
+    /// [applied, skipped] steps, on the device so a skipped step needs no host sync.
+    Kokkos::View<std::int64_t[2], memory_space> counters;
+    /// Scratch for the gradient's squared norm.
+    Kokkos::View<double, memory_space> grad_sqnorm;
+    /// Moment slots (Adam: m, v), shaped like the parameters.
+    std::array<ParamSet<T, ExecSpace>, Moment::slots> moments;
+  };
+
+  Optimizer() : Optimizer(Config{}) {}
+  explicit Optimizer(const Config& config) : config_(config) { config_.validate(); }
+
+  const Config& config() const { return config_; }
+
+  /// Zero-initialised state for `params`. Allocates; call once, not per step.
+  template <class T, class ExecSpace>
+  State<T, ExecSpace> init(const ExecSpace& /*space*/, const ParamSet<T, ExecSpace>& params) const {
+    State<T, ExecSpace> st;
+    st.counters = decltype(st.counters)("delayopt::State::counters");
+    st.grad_sqnorm = decltype(st.grad_sqnorm)("delayopt::State::grad_sqnorm");
+    for (int k = 0; k < Moment::slots; ++k)
+      st.moments[k] = ParamSet<T, ExecSpace>::zeros_like(params, "delayopt::State::moment" + std::to_string(k));
+    return st;
+  }
+
+  /// Applies one step to `params` from `grads`, enqueued on `space`. Shapes are checked first: on any
+  /// error params and state are untouched. Fences only under NonFinitePolicy::throw_error.
+  template <class T, class ExecSpace, class Grads>
+  void update(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const Grads& grads, State<T, ExecSpace>& state,
+              const StepContext& ctx = {}) const {
+    static_assert(std::is_same_v<Grads, ParamSet<T, ExecSpace>>,
+                  "delayopt::Optimizer::update: grads must be a ParamSet with the same value type and execution "
+                  "space as params");
+    compat::ScopedRegion region(std::string("delayopt::Optimizer<") + Basis::name + ", " + Moment::name + ">::update");
+    ParamSet<T, ExecSpace>::require_same_shapes(params, grads, "delayopt::Optimizer::update", "params", "grads");
+    ParamSet<T, ExecSpace>::require_same_shapes(params, state.moments[0], "delayopt::Optimizer::update", "params",
+                                                "state");
+    hyper::require_nonnegative("StepContext", "lr_scale", ctx.lr_scale);
+    const double lr = config_.schedule(ctx.step >= 0 ? ctx.step : state.calls) * ctx.lr_scale;
+    hyper::require_nonnegative("schedule", "lr", lr);
+
+    const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
+    if (check || config_.clip_global_norm > 0) {
+      Kokkos::parallel_reduce("delayopt::grad_sqnorm",
+                              Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
+                              detail::GradSquaredNorm<T, ExecSpace>{params.chunks(), grads.refs()}, state.grad_sqnorm);
+    }
+    if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
+
+    detail::FusedStep<Moment, T, ExecSpace> step{params.refs(), grads.refs(), {}, state.grad_sqnorm,
+                                                 state.counters, config_.moment, lr, config_.clip_global_norm,
+                                                 check};
+    for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
+    detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
+    Kokkos::parallel_for("delayopt::finish_step", Kokkos::RangePolicy<ExecSpace>(space, 0, 1),
+                         detail::FinishStep<ExecSpace>{state.grad_sqnorm, state.counters, check});
+    ++state.calls;
+  }
+
+  /// Steps whose update was applied (fences: reads a device counter).
+  template <class T, class ExecSpace>
+  static std::int64_t applied_steps(const State<T, ExecSpace>& state) {
+    return read_counter(state, detail::applied);
+  }
+  /// Steps skipped for a non-finite gradient under NonFinitePolicy::skip_step (fences).
+  template <class T, class ExecSpace>
+  static std::int64_t skipped_steps(const State<T, ExecSpace>& state) {
+    return read_counter(state, detail::skipped);
+  }
+
+  /// Bytes of persistent optimizer state: slots x elements x sizeof(T), plus counters.
+  template <class T, class ExecSpace>
+  static std::size_t state_bytes(const State<T, ExecSpace>& state) {
+    std::size_t bytes = sizeof(std::int64_t) * 2;
+    for (const auto& m : state.moments) bytes += m.total_size() * sizeof(T);
+    return bytes;
+  }
+
+  /// Deep copy of a state, enqueued on `space` (for weight stashing and checkpoints).
+  template <class T, class ExecSpace>
+  static State<T, ExecSpace> clone(const ExecSpace& space, const State<T, ExecSpace>& state) {
+    State<T, ExecSpace> out;
+    out.calls = state.calls;
+    out.counters = decltype(out.counters)("delayopt::State::counters");
+    out.grad_sqnorm = decltype(out.grad_sqnorm)("delayopt::State::grad_sqnorm");
+    Kokkos::deep_copy(space, out.counters, state.counters);
+    for (int k = 0; k < Moment::slots; ++k) out.moments[k] = state.moments[k].clone(space);
+    return out;
+  }
+
+ private:
+  template <class T, class ExecSpace>
+  static std::int64_t read_counter(const State<T, ExecSpace>& state, int which) {
+    auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), state.counters);
+    return h(which);
+  }
+
+  template <class T, class ExecSpace>
+  static void throw_if_nonfinite(const ExecSpace& space, const ParamSet<T, ExecSpace>& grads,
+                                 const State<T, ExecSpace>& state) {
+    double n2 = 0.0;
+    Kokkos::deep_copy(space, n2, state.grad_sqnorm);
+    compat::fence(space, "delayopt::Optimizer::update: non-finite check");
+    if (std::isfinite(n2)) return;
+    for (std::size_t b = 0; b < grads.num_blocks(); ++b) {  // rare path: find the block to name
+      auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), grads.flat(b));
+      for (std::size_t i = 0; i < h.extent(0); ++i)
+        if (!std::isfinite(h(i)))
+          throw nonfinite_gradient("delayopt::Optimizer::update: gradient of block " + describe(grads.shape(b)) +
+                                   " has a non-finite value at element " + std::to_string(i) +
+                                   "; params and state were not changed");
+    }
+    throw nonfinite_gradient("delayopt::Optimizer::update: the gradient's squared norm overflows double; params "
+                             "and state were not changed");
+  }
+
+  Config config_;
+};
+
+}  // namespace delayopt
