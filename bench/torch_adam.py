@@ -61,13 +61,10 @@ VARIANTS = [(f"{k}={v}", {k: v}) for k, v in
 
 def make_opt(sizes, kwargs, seed):
     gen = torch.Generator().manual_seed(seed)
-    params = []
-    for n in sizes:
-        p = torch.randn(n, generator=gen, dtype=torch.float32)
-        p.grad = torch.randn(n, generator=gen, dtype=torch.float32)
-        params.append(p)
-    opt = torch.optim.Adam(params, lr=1e-3, weight_decay=0, **kwargs)
-    return params, opt
+    params = [torch.randn(n, generator=gen, dtype=torch.float32) for n in sizes]
+    for p in params:
+        p.grad = torch.randn(p.numel(), generator=gen, dtype=torch.float32)
+    return torch.optim.Adam(params, lr=1e-3, weight_decay=0, **kwargs)
 
 
 def run_steps(opt, steps):
@@ -79,19 +76,15 @@ def run_steps(opt, steps):
     return dt, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps
 
 
-def bench(sizes, kwargs, args):
-    """Median ms/step over repeats, the per-repeat list, steps/repeat, faults/step."""
-    params, opt = make_opt(sizes, kwargs, args.seed)  # may raise (e.g. fused on CPU)
+def setup(sizes, kwargs, args):
+    """Warmed-up optimizer and the steps per repeat that make it >= MIN_REPEAT_S."""
+    opt = make_opt(sizes, kwargs, args.seed)  # may raise (e.g. fused on CPU)
     run_steps(opt, WARMUP_STEPS)  # allocates m, v and warms the heap
     # Calibrate by doubling: one warmup step is too noisy to extrapolate from.
     steps = args.steps
     while run_steps(opt, steps)[0] < MIN_REPEAT_S:
         steps *= 2
-    runs = [run_steps(opt, steps) for _ in range(args.repeats)]
-    del params, opt
-    gc.collect()
-    all_ms = [dt / steps * 1e3 for dt, _ in runs]
-    return statistics.median(all_ms), all_ms, steps, max(f for _, f in runs)
+    return opt, steps
 
 
 def main():
@@ -109,6 +102,9 @@ def main():
         print("WARNING: MALLOC_MMAP_MAX_ is not set; foreach timings will include "
               "page faults. Run with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 "
               "(see docstring).", file=sys.stderr)
+    if os.getloadavg()[0] > 0.5:  # OpenMP spin-waits collapse under oversubscription
+        print(f"WARNING: load average {os.getloadavg()[0]:.2f}; timings will be "
+              "unreliable on a busy machine.", file=sys.stderr)
     torch.set_num_threads(args.threads)
     context = {
         "torch": torch.__version__, "python": sys.version.split()[0],
@@ -124,20 +120,29 @@ def main():
           f"{'ms/step':>9} {'GB/s(28B)':>9} {'flt/step':>8}"
     print(hdr + "\n" + "-" * len(hdr))
     for name, sizes in configs(args):
-        n_params, rows, skipped = sum(sizes), [], []
+        n_params, live, skipped = sum(sizes), [], []
         for vname, kwargs in VARIANTS:
             try:
-                med, all_ms, steps, faults = bench(sizes, kwargs, args)
+                live.append((vname, *setup(sizes, kwargs, args), []))
             except (RuntimeError, TypeError, ValueError) as e:
                 skipped.append(f"{name:>10} {'':>10} {'':>7} {vname:>14}  skipped: "
                                f"{str(e).splitlines()[0]}")
-                gc.collect()
-                continue
-            bps = BYTES_PER_PARAM * n_params / (med / 1e3)
+        # Interleave repeats: this VM's memory bandwidth drifts over seconds, and
+        # round-robin makes a slow window hit every variant alike.
+        for _ in range(args.repeats):
+            for _, opt, steps, runs in live:
+                runs.append(run_steps(opt, steps))
+        rows = []
+        for vname, _, steps, runs in live:
+            all_ms = [dt / steps * 1e3 for dt, _ in runs]
+            med = statistics.median(all_ms)
             rows.append(dict(name=name, params=n_params, tensors=len(sizes), variant=vname,
-                             median_ms_per_step=med, bytes_per_sec_28B=bps,
+                             median_ms_per_step=med,
+                             bytes_per_sec_28B=BYTES_PER_PARAM * n_params / (med / 1e3),
                              all_ms=all_ms, steps_per_repeat=steps,
-                             minflt_per_step=faults, best=False))
+                             minflt_per_step=max(f for _, f in runs), best=False))
+        del live
+        gc.collect()
         if rows:
             min(rows, key=lambda r: r["median_ms_per_step"])["best"] = True
         for r in rows:

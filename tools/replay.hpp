@@ -71,9 +71,11 @@ ParamSet<T, ExecSpace> make_params(const ExecSpace& space, const Run& run, const
 }
 
 /// Runs an Adam/AdamW file from its initial parameters for all its steps (free running: each
-/// gradient is taken at delayopt's own parameters) in precision T on ExecSpace.
+/// gradient is taken at delayopt's own parameters) in precision T on ExecSpace. Optionally returns
+/// the final first and second moments by parameter name.
 template <class T, class ExecSpace>
-Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run& run) {
+Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr,
+                      Named* final_v = nullptr) {
   const Adam opt(adam_config(run));
   auto params = make_params<T>(space, run, run.initial);
   auto grads = ParamSet<T, ExecSpace>::zeros_like(params, "replay::grads");
@@ -96,6 +98,10 @@ Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run&
         dev.worst_call[name] = c;
       }
     }
+  }
+  for (std::size_t b = 0; b < params.num_blocks(); ++b) {
+    if (final_m) (*final_m)[run.param_names[b]] = to_host(state.moments[0], b);
+    if (final_v) (*final_v)[run.param_names[b]] = to_host(state.moments[1], b);
   }
   return dev;
 }

@@ -9,7 +9,8 @@
 
 namespace delayopt::detail {
 
-/// Calls f.element(f.chunk_context(c), i) for every chunk c and every i in it. Host spaces give each
+/// Calls f.element(f.chunk_context(c), i) for every chunk c and every i in it, unless the context's
+/// `skip` flag is set (a step cancelled on the device). Host spaces give each
 /// thread whole chunks so the inner loop runs over raw pointers and vectorizes; device spaces give
 /// each chunk to a team whose threads stride over it (coalesced).
 template <class ExecSpace, class Functor>
@@ -21,6 +22,7 @@ void for_each_chunk(const ExecSpace& space, const std::string& label,
         label, Kokkos::RangePolicy<ExecSpace>(space, 0, n), KOKKOS_LAMBDA(const std::size_t c) {
           const Chunk ch = chunks(c);
           const auto ctx = f.chunk_context(ch);
+          if (ctx.skip) return;
           for (std::size_t i = ch.begin; i < ch.end; ++i) f.element(ctx, i);
         });
   } else {
@@ -30,6 +32,7 @@ void for_each_chunk(const ExecSpace& space, const std::string& label,
         KOKKOS_LAMBDA(const typename team_policy::member_type& team) {
           const Chunk ch = chunks(team.league_rank());
           const auto ctx = f.chunk_context(ch);
+          if (ctx.skip) return;
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, ch.begin, ch.end),
                                [&](const std::size_t i) { f.element(ctx, i); });
         });

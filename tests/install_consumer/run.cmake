@@ -1,0 +1,31 @@
+# ctest -P script: install delayopt from BUILD_DIR, then configure, build and run the consumer both
+# ways (find_package from the install, add_subdirectory of the source tree).
+foreach(mode installed subdirectory)
+  set(work "${WORK_DIR}/${mode}")
+  file(REMOVE_RECURSE "${work}")
+  if(mode STREQUAL "installed")
+    execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix"
+                    RESULT_VARIABLE rc)
+    if(rc)
+      message(FATAL_ERROR "install failed")
+    endif()
+    set(extra "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")
+  else()
+    set(extra "-DDELAYOPT_SOURCE_DIR=${SOURCE_DIR}")
+  endif()
+  execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/install_consumer" -B "${work}" -G Ninja
+                          -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX} -DKokkos_DIR=${Kokkos_DIR} ${extra}
+                  RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "${mode}: configure failed")
+  endif()
+  execute_process(COMMAND ${CMAKE_COMMAND} --build "${work}" RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "${mode}: build failed")
+  endif()
+  execute_process(COMMAND "${work}/consumer" RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "${mode}: consumer failed")
+  endif()
+  message(STATUS "${mode}: ok")
+endforeach()
