@@ -16,7 +16,7 @@ MALLOC_MMAP_MAX_=0 keeps them on the heap and MALLOC_TRIM_THRESHOLD_=-1 stops
 glibc returning it to the OS; the flt/step column should then read 0.
 
 Run it on an otherwise idle machine: with 2 cores, one concurrent compile
-nearly halves the measured bandwidth. loadavg is recorded in the context.
+can slow OpenMP steps by 100x. The script warns if the CPUs are busy.
 
 Throughput uses the 28-byte convention: per fp32 param, read p,g,m,v and
 write p,m,v (7 * 4 bytes), regardless of what torch actually touches.
@@ -37,6 +37,9 @@ BYTES_PER_PARAM = 28
 MIN_REPEAT_S = 0.3  # scale steps so a repeat is long enough to time reliably
 WARMUP_STEPS = 3
 UNITS = {"": 1, "K": 2**10, "Ki": 2**10, "M": 2**20, "Mi": 2**20, "G": 2**30, "Gi": 2**30}
+VARIANTS = [("foreach=False", {"foreach": False}),
+            ("foreach=True", {"foreach": True}),
+            ("fused=True", {"fused": True})]  # CUDA-only in torch 1.13: raises on CPU
 
 
 def parse_count(s):
@@ -55,16 +58,19 @@ def configs(args):
     return out
 
 
-VARIANTS = [(f"{k}={v}", {k: v}) for k, v in
-            (("foreach", False), ("foreach", True), ("fused", True))]
-
-
-def make_opt(sizes, kwargs, seed):
-    gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(n, generator=gen, dtype=torch.float32) for n in sizes]
-    for p in params:
-        p.grad = torch.randn(p.numel(), generator=gen, dtype=torch.float32)
-    return torch.optim.Adam(params, lr=1e-3, weight_decay=0, **kwargs)
+def cpu_busy(interval=0.5):
+    """Fraction of all CPUs busy over interval, from /proc/stat (None if absent)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def run_steps(opt, steps):
@@ -76,12 +82,15 @@ def run_steps(opt, steps):
     return dt, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps
 
 
-def setup(sizes, kwargs, args):
-    """Warmed-up optimizer and the steps per repeat that make it >= MIN_REPEAT_S."""
-    opt = make_opt(sizes, kwargs, args.seed)  # may raise (e.g. fused on CPU)
+def setup(sizes, kwargs, seed, min_steps):
+    """Warmed-up optimizer, and the steps per repeat that take >= MIN_REPEAT_S."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(n, generator=gen, dtype=torch.float32) for n in sizes]
+    for p in params:
+        p.grad = torch.randn(p.numel(), generator=gen, dtype=torch.float32)
+    opt = torch.optim.Adam(params, lr=1e-3, weight_decay=0, **kwargs)
     run_steps(opt, WARMUP_STEPS)  # allocates m, v and warms the heap
-    # Calibrate by doubling: one warmup step is too noisy to extrapolate from.
-    steps = args.steps
+    steps = min_steps  # calibrate by doubling; a single step is too noisy to extrapolate
     while run_steps(opt, steps)[0] < MIN_REPEAT_S:
         steps *= 2
     return opt, steps
@@ -99,40 +108,38 @@ def main():
     args = ap.parse_args()
 
     if "MALLOC_MMAP_MAX_" not in os.environ:
-        print("WARNING: MALLOC_MMAP_MAX_ is not set; foreach timings will include "
-              "page faults. Run with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 "
-              "(see docstring).", file=sys.stderr)
-    if os.getloadavg()[0] > 0.5:  # OpenMP spin-waits collapse under oversubscription
-        print(f"WARNING: load average {os.getloadavg()[0]:.2f}; timings will be "
-              "unreliable on a busy machine.", file=sys.stderr)
+        print("WARNING: MALLOC_MMAP_MAX_ is not set; timings will include page faults. "
+              "Run with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 (see docstring).",
+              file=sys.stderr)
+    busy = cpu_busy()
+    if busy is not None and busy > 0.1:  # OpenMP spin-waits collapse when oversubscribed
+        print(f"WARNING: CPUs {busy:.0%} busy before start; timings will be unreliable.",
+              file=sys.stderr)
     torch.set_num_threads(args.threads)
-    context = {
-        "torch": torch.__version__, "python": sys.version.split()[0],
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "loadavg_1m": os.getloadavg()[0],
-        **{k: os.environ.get(k) for k in
-           ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")},
-    }
+    context = {"torch": torch.__version__, "python": sys.version.split()[0],
+               "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "cpu_busy_before": busy,
+               **{k: os.environ.get(k) for k in
+                  ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}}
     print("# " + ", ".join(f"{k}={v}" for k, v in context.items()))
+    hdr = (f"{'config':>10} {'params':>10} {'tensors':>7} {'variant':>14} {'steps':>5} "
+           f"{'ms/step':>9} {'GB/s(28B)':>9} {'flt/step':>8}")
+    print(hdr + "\n" + "-" * len(hdr))
 
     results = []
-    hdr = f"{'config':>10} {'params':>10} {'tensors':>7} {'variant':>14} {'steps':>5} " \
-          f"{'ms/step':>9} {'GB/s(28B)':>9} {'flt/step':>8}"
-    print(hdr + "\n" + "-" * len(hdr))
     for name, sizes in configs(args):
-        n_params, live, skipped = sum(sizes), [], []
+        n_params, live, rows = sum(sizes), [], []
         for vname, kwargs in VARIANTS:
             try:
-                live.append((vname, *setup(sizes, kwargs, args), []))
+                live.append((vname, *setup(sizes, kwargs, args.seed, args.steps), []))
             except (RuntimeError, TypeError, ValueError) as e:
-                skipped.append(f"{name:>10} {'':>10} {'':>7} {vname:>14}  skipped: "
-                               f"{str(e).splitlines()[0]}")
-        # Interleave repeats: this VM's memory bandwidth drifts over seconds, and
-        # round-robin makes a slow window hit every variant alike.
+                print(f"{name:>10} {'':>10} {'':>7} {vname:>14}  skipped: "
+                      f"{str(e).splitlines()[0]}")
+        # Round-robin the repeats: this VM's memory bandwidth drifts over seconds,
+        # and interleaving makes a slow window hit every variant alike.
         for _ in range(args.repeats):
             for _, opt, steps, runs in live:
                 runs.append(run_steps(opt, steps))
-        rows = []
         for vname, _, steps, runs in live:
             all_ms = [dt / steps * 1e3 for dt, _ in runs]
             med = statistics.median(all_ms)
@@ -141,7 +148,7 @@ def main():
                              bytes_per_sec_28B=BYTES_PER_PARAM * n_params / (med / 1e3),
                              all_ms=all_ms, steps_per_repeat=steps,
                              minflt_per_step=max(f for _, f in runs), best=False))
-        del live
+        del live  # free this config's tensors before the next one allocates
         gc.collect()
         if rows:
             min(rows, key=lambda r: r["median_ms_per_step"])["best"] = True
@@ -150,8 +157,6 @@ def main():
                   f"{r['steps_per_repeat']:>5} {r['median_ms_per_step']:>9.3f} "
                   f"{r['bytes_per_sec_28B'] / 1e9:>9.2f} {r['minflt_per_step']:>8.0f}"
                   f"{'  best' if r['best'] else ''}")
-        for line in skipped:  # e.g. fused=True is CUDA-only in torch 1.13
-            print(line)
         results += rows
 
     if args.json:
