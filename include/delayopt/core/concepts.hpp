@@ -33,17 +33,25 @@ concept LRSchedule = HyperParameters<S> && requires(const S& s, std::int64_t ste
   { s(step) } -> std::convertible_to<double>;
 };
 
-/// Per-element moment update. `slots` arrays of per-element state (Adam: m and v); `coeffs` turns the
-/// hyperparameters, learning rate and 1-based step into kernel constants; `direction` updates the
-/// slots in place and returns the increment for the parameter; `apply` combines parameter and
-/// increment (where decoupled weight decay lives).
+/// How a change of basis treats a moment slot: `linear` statistics (first moments) are rotated into
+/// the new basis; `second_moment` statistics are permuted with the basis columns (SOAP's
+/// approximation: rotating an element-wise second moment is not defined).
+enum class SlotKind { linear, second_moment };
+
+/// Per-element moment update. `slots` arrays of per-element state (Adam: m and v) with their
+/// `slot_kinds`; `coeffs` turns the hyperparameters, learning rate and 1-based step into kernel
+/// constants; `gradient` adds parameter-dependent terms (coupled L2) in the parameter basis;
+/// `direction` updates the slots in place and returns the increment in the moments' basis; `apply`
+/// combines parameter and increment (where decoupled weight decay lives).
 template <class M>
 concept MomentPolicy = Policy<M> && requires(const typename M::Hyper& h, double lr, std::int64_t t, double g,
                                              double p, Kokkos::Array<double, M::slots>& s) {
   { M::slots } -> std::convertible_to<int>;
+  { M::slot_kinds[0] } -> std::convertible_to<SlotKind>;
   typename M::template Coeffs<double>;
   { M::template coeffs<double>(h, lr, t) } -> std::same_as<typename M::template Coeffs<double>>;
-  { M::direction(M::template coeffs<double>(h, lr, t), g, p, s) } -> std::same_as<double>;
+  { M::gradient(M::template coeffs<double>(h, lr, t), g, p) } -> std::same_as<double>;
+  { M::direction(M::template coeffs<double>(h, lr, t), g, s) } -> std::same_as<double>;
   { M::apply(M::template coeffs<double>(h, lr, t), p, g) } -> std::same_as<double>;
 };
 

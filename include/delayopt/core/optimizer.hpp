@@ -88,7 +88,7 @@ struct FusedStep {
     const T pi = x.p[i];
     Kokkos::Array<T, N> si;
     for (int k = 0; k < N; ++k) si[k] = x.s[k][i];
-    const T delta = Moment::direction(x.c, x.g[i] * x.scale, pi, si);
+    const T delta = Moment::direction(x.c, Moment::gradient(x.c, x.g[i] * x.scale, pi), si);
     x.p[i] = Moment::apply(x.c, pi, delta);
     for (int k = 0; k < N; ++k) x.s[k][i] = si[k];
   }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "delayopt/core/compat.hpp"
+#include "delayopt/core/concepts.hpp"
 #include "delayopt/core/hyper.hpp"
 
 #include <cmath>
@@ -72,11 +73,19 @@ struct Adam {
                      h.weight_decay_mode == WeightDecay::decoupled_after_update};
   }
 
-  /// Updates m, v from gradient g (at parameter value p) and returns the parameter increment.
+  /// How a basis change treats each slot: m rotates with the basis, v is only permuted (SOAP).
+  static constexpr SlotKind slot_kinds[slots] = {SlotKind::linear, SlotKind::second_moment};
+
+  /// The gradient the moments see: g + wd p under coupled L2 (in the parameter basis).
+  template <class T>
+  KOKKOS_FORCEINLINE_FUNCTION static T gradient(const Coeffs<T>& c, T g, T p) {
+    return g + c.l2 * p;
+  }
+
+  /// Updates m, v from gradient g and returns the parameter increment (in the moments' basis).
   /// Operation order follows torch.optim.Adam so double runs match it to the last bits.
   template <class T>
-  KOKKOS_FORCEINLINE_FUNCTION static T direction(const Coeffs<T>& c, T g, T p, Kokkos::Array<T, slots>& s) {
-    g = g + c.l2 * p;
+  KOKKOS_FORCEINLINE_FUNCTION static T direction(const Coeffs<T>& c, T g, Kokkos::Array<T, slots>& s) {
     s[0] = s[0] * c.beta1 + c.one_minus_beta1 * g;
     s[1] = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
     const T denom = compat::sqrt(s[1]) / c.bc2_sqrt + c.eps;
