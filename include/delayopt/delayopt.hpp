@@ -18,6 +18,7 @@
 #include "delayopt/core/stepper.hpp"
 
 #include "delayopt/basis/identity.hpp"
+#include "delayopt/basis/kronecker_eigen.hpp"
 #include "delayopt/delay/none.hpp"
 #include "delayopt/moment/adam.hpp"
 #include "delayopt/schedule/constant.hpp"

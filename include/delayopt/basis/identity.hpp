@@ -12,6 +12,10 @@ struct Identity {
   struct Hyper {
     void validate() const {}
   };
+
+  /// No per-run state.
+  template <class T, class ExecSpace>
+  struct State {};
 };
 
 }  // namespace delayopt::basis

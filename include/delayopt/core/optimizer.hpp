@@ -17,7 +17,9 @@
 #include "delayopt/core/step_context.hpp"
 #include "delayopt/schedule/constant.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -94,6 +96,90 @@ struct FusedStep {
   }
 };
 
+/// Rotated path, pass 1: the effective gradient Moment::gradient(g * clip, p) in the parameter basis.
+template <class Moment, class T, class ExecSpace>
+struct EffectiveGradient {
+  using memory_space = typename ExecSpace::memory_space;
+  Kokkos::View<BlockRef<T>*, memory_space> p, g, out;
+  Kokkos::View<std::int64_t[2], memory_space> counters;
+  typename Moment::Hyper hyper;
+  double lr;
+  T scale;
+
+  struct Context {
+    const T* p;
+    const T* g;
+    T* out;
+    typename Moment::template Coeffs<T> c;
+    bool skip;
+  };
+  KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
+    return {p(ch.block).data, g(ch.block).data, out(ch.block).data,
+            Moment::template coeffs<T>(hyper, lr, counters(applied) + 1), false};
+  }
+  KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
+    x.out[i] = Moment::gradient(x.c, x.g[i] * scale, x.p[i]);
+  }
+};
+
+/// Rotated path, pass 2: the moment update on the projected gradient, in place (g~ -> increment~).
+template <class Moment, class T, class ExecSpace>
+struct RotatedDirection {
+  static constexpr int N = Moment::slots;
+  using memory_space = typename ExecSpace::memory_space;
+  using refs_view = Kokkos::View<BlockRef<T>*, memory_space>;
+  refs_view x;
+  Kokkos::Array<refs_view, N> s;
+  Kokkos::View<std::int64_t[2], memory_space> counters;
+  typename Moment::Hyper hyper;
+  double lr;
+
+  struct Context {
+    T* x;
+    T* s[N];
+    typename Moment::template Coeffs<T> c;
+    bool skip;
+  };
+  KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
+    Context ctx;
+    ctx.x = x(ch.block).data;
+    for (int k = 0; k < N; ++k) ctx.s[k] = s[k](ch.block).data;
+    ctx.c = Moment::template coeffs<T>(hyper, lr, counters(applied) + 1);
+    ctx.skip = false;
+    return ctx;
+  }
+  KOKKOS_FORCEINLINE_FUNCTION void element(const Context& ctx, const std::size_t i) const {
+    Kokkos::Array<T, N> si;
+    for (int k = 0; k < N; ++k) si[k] = ctx.s[k][i];
+    ctx.x[i] = Moment::direction(ctx.c, ctx.x[i], si);
+    for (int k = 0; k < N; ++k) ctx.s[k][i] = si[k];
+  }
+};
+
+/// Rotated path, pass 3: p <- Moment::apply(p, increment) with the increment back in the parameter basis.
+template <class Moment, class T, class ExecSpace>
+struct ApplyIncrement {
+  using memory_space = typename ExecSpace::memory_space;
+  Kokkos::View<BlockRef<T>*, memory_space> p, delta;
+  Kokkos::View<std::int64_t[2], memory_space> counters;
+  typename Moment::Hyper hyper;
+  double lr;
+
+  struct Context {
+    T* p;
+    const T* d;
+    typename Moment::template Coeffs<T> c;
+    bool skip;
+  };
+  KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
+    return {p(ch.block).data, delta(ch.block).data, Moment::template coeffs<T>(hyper, lr, counters(applied) + 1),
+            false};
+  }
+  KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
+    x.p[i] = Moment::apply(x.c, x.p[i], x.d[i]);
+  }
+};
+
 /// Advances the applied or the skipped counter after a step (one work item).
 template <class ExecSpace>
 struct FinishStep {
@@ -137,7 +223,6 @@ class Optimizer {
   using delay_type = Delay;
   using schedule_type = Schedule;
 
-  static_assert(Basis::is_identity, "delayopt::Optimizer: rotated bases are not available in this version");
   static_assert(Delay::is_none, "delayopt::Optimizer: delay compensation is not available in this version");
 
   /// Every hyperparameter of the composition. Use designated initializers; omitted fields keep defaults.
@@ -169,8 +254,12 @@ class Optimizer {
     Kokkos::View<std::int64_t[2], memory_space> counters;
     /// Scratch for the gradient's squared norm.
     Kokkos::View<double, memory_space> grad_sqnorm;
-    /// Moment slots (Adam: m, v), shaped like the parameters.
+    /// Moment slots (Adam: m, v), shaped like the parameters, in the basis' coordinates.
     std::array<ParamSet<T, ExecSpace>, Moment::slots> moments;
+    /// The basis' own state (factors, eigenbases, counters); empty for basis::Identity.
+    typename Basis::template State<T, ExecSpace> basis;
+    /// Rotated bases only: effective gradient and projected increment, shaped like the parameters.
+    std::array<ParamSet<T, ExecSpace>, Basis::is_identity ? 0 : 2> scratch;
   };
 
   Optimizer() : Optimizer(Config{}) {}
@@ -186,6 +275,10 @@ class Optimizer {
     st.grad_sqnorm = decltype(st.grad_sqnorm)("delayopt::State::grad_sqnorm");
     for (int k = 0; k < Moment::slots; ++k)
       st.moments[k] = ParamSet<T, ExecSpace>::zeros_like(params, "delayopt::State::moment" + std::to_string(k));
+    if constexpr (!Basis::is_identity) {
+      st.basis = Basis::init(config_.basis, params);
+      for (auto& s : st.scratch) s = ParamSet<T, ExecSpace>::zeros_like(params, "delayopt::State::scratch");
+    }
     return st;
   }
 
@@ -205,21 +298,10 @@ class Optimizer {
     const double lr = config_.schedule(ctx.step >= 0 ? ctx.step : state.calls) * ctx.lr_scale;
     hyper::require_nonnegative("schedule", "lr", lr);
 
-    const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
-    if (check || config_.clip_global_norm > 0) {
-      Kokkos::parallel_reduce("delayopt::grad_sqnorm",
-                              Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
-                              detail::GradSquaredNorm<T, ExecSpace>{params.chunks(), grads.refs()}, state.grad_sqnorm);
-    }
-    if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
-
-    detail::FusedStep<Moment, T, ExecSpace> step{params.refs(), grads.refs(), {}, state.grad_sqnorm,
-                                                 state.counters, config_.moment, lr, config_.clip_global_norm,
-                                                 check};
-    for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
-    detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
-    Kokkos::parallel_for("delayopt::finish_step", Kokkos::RangePolicy<ExecSpace>(space, 0, 1),
-                         detail::FinishStep<ExecSpace>{state.grad_sqnorm, state.counters, check});
+    if constexpr (Basis::is_identity)
+      update_fused(space, params, grads, state, lr);
+    else
+      update_rotated(space, params, grads, state, lr);
     ++state.calls;
   }
 
@@ -239,6 +321,7 @@ class Optimizer {
   static std::size_t state_bytes(const State<T, ExecSpace>& state) {
     std::size_t bytes = sizeof(std::int64_t) * 2;
     for (const auto& m : state.moments) bytes += m.total_size() * sizeof(T);
+    if constexpr (!Basis::is_identity) bytes += Basis::state_bytes(state.basis);
     return bytes;
   }
 
@@ -251,10 +334,100 @@ class Optimizer {
     out.grad_sqnorm = decltype(out.grad_sqnorm)("delayopt::State::grad_sqnorm");
     Kokkos::deep_copy(space, out.counters, state.counters);
     for (int k = 0; k < Moment::slots; ++k) out.moments[k] = state.moments[k].clone(space);
+    if constexpr (!Basis::is_identity) {
+      out.basis = Basis::clone(space, state.basis);
+      for (std::size_t k = 0; k < out.scratch.size(); ++k) out.scratch[k] = state.scratch[k].clone(space);
+    }
     return out;
   }
 
  private:
+  template <class T, class ExecSpace>
+  void reduce_grad_sqnorm(const ExecSpace& space, const ParamSet<T, ExecSpace>& params,
+                          const ParamSet<T, ExecSpace>& grads, State<T, ExecSpace>& state) const {
+    Kokkos::parallel_reduce("delayopt::grad_sqnorm", Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
+                            detail::GradSquaredNorm<T, ExecSpace>{params.chunks(), grads.refs()}, state.grad_sqnorm);
+  }
+
+  template <class T, class ExecSpace>
+  void finish(const ExecSpace& space, State<T, ExecSpace>& state, bool check) const {
+    Kokkos::parallel_for("delayopt::finish_step", Kokkos::RangePolicy<ExecSpace>(space, 0, 1),
+                         detail::FinishStep<ExecSpace>{state.grad_sqnorm, state.counters, check});
+  }
+
+  /// Identity basis: one fused pass; a non-finite gradient cancels the pass on the device.
+  template <class T, class ExecSpace>
+  void update_fused(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const ParamSet<T, ExecSpace>& grads,
+                    State<T, ExecSpace>& state, double lr) const {
+    const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
+    if (check || config_.clip_global_norm > 0) reduce_grad_sqnorm(space, params, grads, state);
+    if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
+    detail::FusedStep<Moment, T, ExecSpace> step{params.refs(), grads.refs(), {}, state.grad_sqnorm,
+                                                 state.counters, config_.moment, lr, config_.clip_global_norm,
+                                                 check};
+    for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
+    detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
+    finish(space, state, check);
+  }
+
+  /// Rotated bases: effective gradient -> basis bookkeeping -> project -> moment update -> project
+  /// back -> apply. The basis works on host data with Eigen, so this path fences `space`.
+  template <class T, class ExecSpace>
+  void update_rotated(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const ParamSet<T, ExecSpace>& grads,
+                      State<T, ExecSpace>& state, double lr) const {
+    const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
+    double n2 = 0.0;
+    if (check || config_.clip_global_norm > 0) {
+      reduce_grad_sqnorm(space, params, grads, state);
+      Kokkos::deep_copy(space, n2, state.grad_sqnorm);
+    }
+    compat::fence(space, "delayopt::Optimizer::update: rotated basis");
+    if (check && !std::isfinite(n2)) {
+      if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
+      finish(space, state, check);  // counts the skip; nothing else is touched
+      return;
+    }
+    const double coef = config_.clip_global_norm > 0 ? config_.clip_global_norm / (std::sqrt(n2) + 1e-6) : 1.0;
+    auto& geff = state.scratch[0];
+    auto& work = state.scratch[1];
+    detail::for_each_chunk(space, "delayopt::effective_gradient", params.chunks(),
+                           detail::EffectiveGradient<Moment, T, ExecSpace>{params.refs(), grads.refs(), geff.refs(),
+                                                                           state.counters, config_.moment, lr,
+                                                                           static_cast<T>(std::min(coef, 1.0))});
+    compat::fence(space, "delayopt::Optimizer::update: effective gradient");
+
+    const auto settings = Basis::settings(config_.basis, moment_beta1(), moment_beta2());
+    std::vector<int> linear, second;
+    for (int k = 0; k < Moment::slots; ++k) (Moment::slot_kinds[k] == SlotKind::linear ? linear : second).push_back(k);
+    if (!Basis::begin_step(settings, state.basis, geff, state.moments, linear, second, work)) return;
+
+    Basis::project(state.basis, geff, work);
+    detail::RotatedDirection<Moment, T, ExecSpace> dir{work.refs(), {}, state.counters, config_.moment, lr};
+    for (int k = 0; k < Moment::slots; ++k) dir.s[k] = state.moments[k].refs();
+    detail::for_each_chunk(space, "delayopt::rotated_direction", params.chunks(), dir);
+    compat::fence(space, "delayopt::Optimizer::update: rotated direction");
+    Basis::project_back(state.basis, work);
+    detail::for_each_chunk(space, "delayopt::apply_increment", params.chunks(),
+                           detail::ApplyIncrement<Moment, T, ExecSpace>{params.refs(), work.refs(), state.counters,
+                                                                        config_.moment, lr});
+    finish(space, state, false);
+    compat::fence(space, "delayopt::Optimizer::update: before refresh");
+    Basis::end_step(settings, state.basis, state.moments, linear, second);
+  }
+
+  double moment_beta1() const {
+    if constexpr (requires { config_.moment.beta1; })
+      return config_.moment.beta1;
+    else
+      return 0.9;
+  }
+  double moment_beta2() const {
+    if constexpr (requires { config_.moment.beta2; })
+      return config_.moment.beta2;
+    else
+      return 0.999;
+  }
+
   template <class T, class ExecSpace>
   static std::int64_t read_counter(const State<T, ExecSpace>& state, int which) {
     auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), state.counters);
