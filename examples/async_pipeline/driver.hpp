@@ -1,0 +1,328 @@
+/// \file driver.hpp
+/// \brief What delayopt_pipeline and delayopt_pipeline_demo share: options, building the stages,
+/// running them on threads, progress lines, iterations-to-target and the JSON record.
+#pragma once
+
+#include "data.hpp"
+#include "executor.hpp"
+#include "methods.hpp"
+#include "model.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
+#if !defined(KOKKOS_ENABLE_SERIAL)
+#error "the pipeline example runs every stage on Kokkos::Serial; build Kokkos with Kokkos_ENABLE_SERIAL=ON"
+#endif
+
+namespace pipeline {
+
+using Real = float;
+/// Each stage computes on Kokkos::Serial in its own thread (or rank): the stages are the parallelism.
+using Space = Kokkos::Serial;
+using Stage = MlpStage<Real, Space>;
+using Runner = StageRunner<Stage, AnyOptimizer<Real, Space>>;
+
+enum class ModelKind { mlp, charlm };
+
+/// Every knob of a run (the driver's command line).
+struct RunOptions {
+  std::string transport = "threads";
+  int stages = 4;
+  ModelKind model = ModelKind::mlp;
+  std::optional<DataKind> data;  ///< default: digits for mlp, text for charlm
+  std::string data_path;
+  std::string method = "adam";
+  double lr = 0;       ///< 0: the method's default
+  double horizon = 0;  ///< PipeDream-LR horizon; 0: the run's length
+  std::int64_t steps = 1000;
+  bool stashing = true;
+  Schedule schedule = Schedule::async_1f1b;
+  int microbatches = 0;  ///< sync: 0 means P
+  int batch = 32;
+  int hidden = 0;  ///< 0: 64 (mlp) / 128 (charlm)
+  int blocks = 8;
+  bool layer_norm = false;
+  Activation activation = Activation::tanh;
+  int context = 16, embed = 16;
+  std::uint64_t seed = 1;
+  std::size_t queue_capacity = 2;
+  double target = 0;  ///< 0: 0.05 (digits), 2.2 (text), 0.2 (synthetic)
+  int window = 50;
+  std::int64_t progress_every = 0;
+  std::string json;
+  std::string inject_failure;  ///< "STAGE:MICROBATCH"
+
+  DataKind data_kind() const { return data ? *data : (model == ModelKind::charlm ? DataKind::text : DataKind::digits); }
+  int microbatches_per_step() const {
+    return schedule == Schedule::async_1f1b ? 1 : (microbatches > 0 ? microbatches : stages);
+  }
+};
+
+inline const char* name(Schedule s) { return s == Schedule::async_1f1b ? "async" : "sync"; }
+inline const char* name(ModelKind m) { return m == ModelKind::mlp ? "mlp" : "charlm"; }
+inline const char* name(DataKind d) {
+  return d == DataKind::digits ? "digits" : d == DataKind::text ? "text" : "synthetic";
+}
+
+/// Registers the command-line options on `app`.
+inline void add_options(CLI::App& app, RunOptions& o) {
+  app.add_option("--transport", o.transport, "threads (one process) or mpi (one rank per stage, run under mpirun)")
+      ->check(CLI::IsMember({"threads", "mpi"}))
+      ->capture_default_str();
+  app.add_option("--stages", o.stages, "pipeline stages P")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--model", o.model, "mlp (block MLP classifier) or charlm (character MLP language model)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, ModelKind>{{"mlp", ModelKind::mlp},
+                                                                           {"charlm", ModelKind::charlm}}));
+  app.add_option("--data", o.data, "digits (python3-sklearn), text (fortunes-min) or synthetic; default by model")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, DataKind>{
+          {"digits", DataKind::digits}, {"text", DataKind::text}, {"synthetic", DataKind::synthetic}}));
+  app.add_option("--data-path", o.data_path, "digits.csv.gz or a directory of fortune files (default: Debian's)");
+  app.add_option("--method", o.method, "optimizer: " + method_names())->capture_default_str();
+  app.add_option("--lr", o.lr, "learning rate (default: the method's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-horizon", o.horizon, "PipeDream-LR horizon T in steps (default: --steps)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("!--no-stashing", o.stashing, "async: backward with the current weights, not the forward's");
+  app.add_option("--schedule", o.schedule, "async (PipeDream 1F1B) or sync (GPipe with flush)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Schedule>{{"async", Schedule::async_1f1b}, {"sync", Schedule::sync_gpipe}}));
+  app.add_option("--microbatches", o.microbatches, "sync: microbatches per update (default: P)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", o.batch, "samples per microbatch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--hidden", o.hidden, "hidden width (default 64 mlp, 128 charlm)")->check(CLI::NonNegativeNumber);
+  app.add_option("--blocks", o.blocks, "hidden blocks, a multiple of --stages")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--layer-norm", o.layer_norm, "layer norm in every block");
+  app.add_option("--activation", o.activation, "tanh or relu")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Activation>{{"tanh", Activation::tanh}, {"relu", Activation::relu}}));
+  app.add_option("--context", o.context, "charlm: characters of context")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--embed", o.embed, "charlm: embedding width")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", o.seed, "initialisation and sampling seed")->capture_default_str();
+  app.add_option("--queue-capacity", o.queue_capacity, "messages buffered per channel (threads and mpi)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--target", o.target, "loss target for iterations_to_target (default: by data)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--window", o.window, "steps averaged for the smoothed loss")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--progress-every", o.progress_every, "print a progress line every N steps (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--json", o.json, "write the run's record (staleness, loss, steps_per_sec, ...) here");
+  app.add_option("--inject-failure", o.inject_failure, "testing: STAGE:MICROBATCH throws in that forward pass");
+}
+
+/// The network for `o` on data `d`.
+inline MlpSpec make_spec(const RunOptions& o, const Dataset& d) {
+  MlpSpec s;
+  s.hidden = o.hidden > 0 ? o.hidden : (o.model == ModelKind::charlm ? 128 : 64);
+  s.blocks = o.blocks;
+  s.batch = o.batch;
+  s.layer_norm = o.layer_norm;
+  s.activation = o.activation;
+  s.seed = o.seed;
+  s.classes = d.classes;
+  if (d.is_text()) {
+    s.vocab = d.classes;
+    s.context = d.context;
+    s.embed = o.embed;
+  } else {
+    s.input_dim = d.features;
+  }
+  s.validate(o.stages);
+  return s;
+}
+
+inline std::shared_ptr<const Dataset> load_data(const RunOptions& o) {
+  if (o.model == ModelKind::charlm && o.data_kind() == DataKind::digits)
+    throw std::invalid_argument("--model charlm needs --data text (or synthetic text)");
+  if (o.model == ModelKind::charlm && o.data_kind() == DataKind::synthetic)
+    return std::make_shared<const Dataset>(synthetic_text(o.context, o.seed, "requested with --data synthetic"));
+  if (o.model == ModelKind::mlp && o.data_kind() == DataKind::text)
+    throw std::invalid_argument("--model mlp classifies digits; use --model charlm for --data text");
+  return std::make_shared<const Dataset>(load_dataset(o.data_kind(), o.data_path, o.context, o.seed));
+}
+
+inline double default_target(const RunOptions& o, const Dataset& d) {
+  if (o.target > 0) return o.target;
+  if (d.synthetic) return d.is_text() ? 1.3 : 0.2;
+  return d.is_text() ? 2.2 : 0.05;
+}
+
+inline PipelineConfig make_config(const RunOptions& o) {
+  PipelineConfig c;
+  c.stages = o.stages;
+  c.steps = o.steps;
+  c.schedule = o.schedule;
+  c.stashing = o.stashing;
+  c.microbatches = o.microbatches_per_step();
+  c.queue_capacity = o.queue_capacity;
+  if (!o.inject_failure.empty()) {
+    const auto colon = o.inject_failure.find(':');
+    if (colon == std::string::npos) throw std::invalid_argument("--inject-failure wants STAGE:MICROBATCH");
+    c.fail_stage = std::stoi(o.inject_failure.substr(0, colon));
+    c.fail_microbatch = std::stoll(o.inject_failure.substr(colon + 1));
+  }
+  return c;
+}
+
+/// Stage `i` with its optimizer. Allocates: call on the thread that initialised Kokkos.
+inline Runner make_runner(const RunOptions& o, const MlpSpec& spec, std::shared_ptr<const Dataset> data, int i) {
+  Stage stage(spec, i, o.stages, std::move(data));
+  auto opt = make_method<Real, Space>(o.method, {o.lr, o.horizon}, Space(), stage.params());
+  return Runner(make_config(o), std::move(stage), std::move(opt));
+}
+
+/// First step count n at which the mean loss of steps [n - window, n) is <= target.
+inline std::optional<std::int64_t> iterations_to_target(const std::vector<double>& loss, double target, int window) {
+  double sum = 0;
+  for (std::size_t n = 0; n < loss.size(); ++n) {
+    sum += loss[n];
+    if (n >= static_cast<std::size_t>(window)) sum -= loss[n - static_cast<std::size_t>(window)];
+    if (n + 1 >= static_cast<std::size_t>(window) && sum / window <= target) return static_cast<std::int64_t>(n + 1);
+  }
+  return std::nullopt;
+}
+
+inline double tail_mean(const std::vector<double>& loss, int window) {
+  const std::size_t n = std::min(loss.size(), static_cast<std::size_t>(window));
+  if (n == 0) return 0;
+  return std::accumulate(loss.end() - static_cast<std::ptrdiff_t>(n), loss.end(), 0.0) / static_cast<double>(n);
+}
+
+/// Periodic progress lines: step, smoothed loss, steps/s since the start.
+class Progress {
+ public:
+  Progress(std::string label, std::int64_t steps, std::int64_t every, int window)
+      : label_(std::move(label)), steps_(steps), every_(every), window_(window),
+        t0_(std::chrono::steady_clock::now()) {}
+
+  void operator()(std::int64_t step, double loss) {
+    loss_.push_back(loss);
+    const std::int64_t n = step + 1;
+    if (every_ <= 0 || (n % every_ != 0 && n != steps_)) return;
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    std::printf("  %s step %6" PRId64 "/%" PRId64 "  loss %.4f (mean of last %d)  %7.1f steps/s\n", label_.c_str(), n,
+                steps_, tail_mean(loss_, window_), window_, static_cast<double>(n) / sec);
+    std::fflush(stdout);
+  }
+
+ private:
+  std::string label_;
+  std::int64_t steps_, every_;
+  int window_;
+  std::chrono::steady_clock::time_point t0_;
+  std::vector<double> loss_;
+};
+
+/// One run's outcome, from every stage's report.
+struct RunResult {
+  std::vector<StageReport> stages;
+  double seconds = 0;  ///< wall time of the pipeline (setup excluded)
+  const std::vector<double>& loss() const { return stages.back().loss; }
+};
+
+inline std::string hex(std::uint64_t h) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, h);
+  return buf;
+}
+
+/// The JSON record of a run (the driver's --json file).
+inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Dataset& d, const RunResult& r) {
+  nlohmann::json j;
+  const double target = default_target(o, d);
+  const auto n = static_cast<double>(o.steps);
+  const int mb = o.microbatches_per_step();
+  j["transport"] = o.transport;
+  j["stages"] = o.stages;
+  j["schedule"] = name(o.schedule);
+  j["stashing"] = o.schedule == Schedule::async_1f1b && o.stashing;
+  j["method"] = o.method;
+  j["lr"] = o.lr;
+  j["model"] = name(o.model);
+  j["data"] = name(o.data_kind());
+  j["data_source"] = d.source;
+  j["synthetic_data"] = d.synthetic;
+  j["network"] = {{"blocks", spec.blocks}, {"hidden", spec.hidden}, {"layer_norm", spec.layer_norm},
+                  {"classes", spec.classes}, {"input_width", spec.first_width()}};
+  j["steps"] = o.steps;
+  j["batch"] = o.batch;
+  j["microbatches_per_step"] = mb;
+  j["seconds"] = r.seconds;
+  j["steps_per_sec"] = n / r.seconds;
+  j["microbatches_per_sec"] = n * mb / r.seconds;
+  j["samples_per_sec"] = n * mb * o.batch / r.seconds;
+  std::vector<int> last, max;
+  std::vector<double> mean;
+  std::vector<std::size_t> stashed;
+  std::vector<std::string> hashes;
+  for (const auto& s : r.stages) {
+    last.push_back(s.staleness.back());
+    max.push_back(*std::max_element(s.staleness.begin(), s.staleness.end()));
+    mean.push_back(std::accumulate(s.staleness.begin(), s.staleness.end(), 0.0) / static_cast<double>(s.staleness.size()));
+    stashed.push_back(s.stashed_versions);
+    hashes.push_back(hex(s.param_hash));
+  }
+  j["staleness"] = last;  // measured by the executor's version counters at the last update
+  j["staleness_max"] = max;
+  j["staleness_mean"] = mean;
+  j["stashed_versions"] = stashed;
+  j["param_hash"] = hashes;
+  j["loss"] = r.loss();
+  j["loss_window"] = o.window;
+  j["target"] = target;
+  const auto it = iterations_to_target(r.loss(), target, o.window);
+  j["iterations_to_target"] = it ? nlohmann::json(*it) : nlohmann::json(nullptr);
+  j["final_loss"] = tail_mean(r.loss(), o.window);
+  return j;
+}
+
+/// One line describing the run before it starts.
+inline void print_header(const RunOptions& o, const MlpSpec& spec, const Dataset& d) {
+  const std::string schedule =
+      o.schedule == Schedule::async_1f1b
+          ? std::string("async 1F1B ") + (o.stashing ? "with weight stashing" : "without stashing")
+          : "sync GPipe, " + std::to_string(o.microbatches_per_step()) + " microbatches per update";
+  std::printf("delayopt_pipeline: %s transport, P=%d, %s, method %s, %s %dx%d%s on %s\n", o.transport.c_str(),
+              o.stages, schedule.c_str(), o.method.c_str(), name(o.model), spec.blocks, spec.hidden,
+              spec.layer_norm ? " +LN" : "", d.source.c_str());
+  std::fflush(stdout);
+}
+
+/// The result in a few lines (the JSON has everything).
+inline void print_summary(const nlohmann::json& j) {
+  std::printf("delayopt_pipeline: %" PRId64 " steps in %.2f s = %.1f steps/s (%.1f microbatches/s); staleness per stage %s; "
+              "final loss %.4f; iterations to loss %.3g: %s\n",
+              j["steps"].get<std::int64_t>(), j["seconds"].get<double>(), j["steps_per_sec"].get<double>(),
+              j["microbatches_per_sec"].get<double>(), j["staleness"].dump().c_str(), j["final_loss"].get<double>(),
+              j["target"].get<double>(), j["iterations_to_target"].dump().c_str());
+  std::fflush(stdout);
+}
+
+/// Runs every stage on its own thread in this process.
+inline RunResult run_on_threads(const RunOptions& o, const MlpSpec& spec, std::shared_ptr<const Dataset> data,
+                                const LossCallback& on_loss) {
+  std::vector<Runner> runners;
+  for (int i = 0; i < o.stages; ++i) runners.push_back(make_runner(o, spec, data, i));
+  const auto t0 = std::chrono::steady_clock::now();
+  RunResult r;
+  r.stages = run_threads(runners, on_loss);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace pipeline

@@ -1,0 +1,135 @@
+// delayopt_pipeline: trains a block MLP (or a character-level MLP language model) in a real
+// P-stage pipeline, asynchronous PipeDream 1F1B or synchronous GPipe, over threads or MPI, and
+// records the staleness each stage measured, the loss per step and the throughput.
+//
+//   delayopt_pipeline --transport threads --stages 4 --method adam --steps 1000 --json run.json
+//   mpirun -np 4 delayopt_pipeline --transport mpi --stages 4 --method adam --steps 1000 --json run.json
+#include "driver.hpp"
+
+#if DELAYOPT_PIPELINE_MPI
+#include "transport_mpi.hpp"
+#endif
+
+#include <cstdio>
+#include <fstream>
+
+namespace {
+
+using namespace pipeline;
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  if (path.empty()) return;
+  std::ofstream out(path);
+  out << j.dump(1) << '\n';
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+int run_threads_transport(int argc, char* argv[], const RunOptions& o) {
+  Kokkos::ScopeGuard guard(argc, argv);
+  try {
+    const auto data = load_data(o);
+    const MlpSpec spec = make_spec(o, *data);
+    print_header(o, spec, *data);
+    Progress progress("", o.steps, o.progress_every, o.window);
+    const RunResult r = run_on_threads(o, spec, data, std::ref(progress));
+    const auto j = to_json(o, spec, *data, r);
+    print_summary(j);
+    write_json(o.json, j);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "delayopt_pipeline: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+#if DELAYOPT_PIPELINE_MPI
+/// One rank per stage. Rank 0 gathers every stage's report and writes the JSON. A rank that fails
+/// prints its error and calls MPI_Abort, MPI's way to stop every other rank (they may be blocked
+/// waiting for it): the job ends with a nonzero status instead of hanging.
+int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size != o.stages) {
+    if (rank == 0)
+      std::fprintf(stderr, "delayopt_pipeline: --transport mpi needs one rank per stage: run it as mpirun -np %d ... "
+                           "(this job has %d rank%s)\n", o.stages, size, size == 1 ? "" : "s");
+    MPI_Finalize();
+    return 2;
+  }
+  {
+    Kokkos::ScopeGuard guard(argc, argv);
+    try {
+      const auto data = load_data(o);
+      const MlpSpec spec = make_spec(o, *data);
+      if (rank == 0) print_header(o, spec, *data);
+      Runner runner = make_runner(o, spec, data, rank);
+      MpiEndpoint<Real> ep(MPI_COMM_WORLD, rank, size, runner.model().input_size(), runner.model().output_size(),
+                           runner.config().total_microbatches(), static_cast<int>(o.queue_capacity));
+      Progress progress("", o.steps, o.progress_every, o.window);
+      MPI_Barrier(MPI_COMM_WORLD);
+      const double t0 = MPI_Wtime();
+      StageReport mine = runner.run(ep, runner.is_last() ? LossCallback(std::ref(progress)) : LossCallback());
+      ep.finish();
+      MPI_Barrier(MPI_COMM_WORLD);
+      const double seconds = MPI_Wtime() - t0;
+
+      // Gather: staleness (N ints per stage), stash counts and hashes; the loss from the last rank.
+      const int N = static_cast<int>(o.steps);
+      std::vector<int> staleness(rank == 0 ? static_cast<std::size_t>(N * size) : 0);
+      MPI_Gather(mine.staleness.data(), N, MPI_INT, staleness.data(), N, MPI_INT, 0, MPI_COMM_WORLD);
+      unsigned long long info[2] = {mine.stashed_versions, mine.param_hash};
+      std::vector<unsigned long long> infos(static_cast<std::size_t>(2 * size));
+      MPI_Gather(info, 2, MPI_UNSIGNED_LONG_LONG, infos.data(), 2, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+      std::vector<double> loss = mine.loss;
+      if (size > 1 && rank == size - 1) MPI_Send(loss.data(), N, MPI_DOUBLE, 0, 99, MPI_COMM_WORLD);
+      if (size > 1 && rank == 0) {
+        loss.resize(static_cast<std::size_t>(N));
+        MPI_Recv(loss.data(), N, MPI_DOUBLE, size - 1, 99, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      }
+      if (rank == 0) {
+        RunResult r;
+        r.seconds = seconds;
+        for (int i = 0; i < size; ++i) {
+          StageReport s;
+          s.stage = i;
+          s.staleness.assign(staleness.begin() + i * N, staleness.begin() + (i + 1) * N);
+          s.stashed_versions = static_cast<std::size_t>(infos[static_cast<std::size_t>(2 * i)]);
+          s.param_hash = infos[static_cast<std::size_t>(2 * i + 1)];
+          s.updates = o.steps;
+          if (i == size - 1) s.loss = loss;
+          r.stages.push_back(std::move(s));
+        }
+        const auto j = to_json(o, spec, *data, r);
+        print_summary(j);
+        write_json(o.json, j);
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "delayopt_pipeline: error: pipeline stage %d (rank %d) failed: %s; aborting the MPI job\n",
+                   rank, rank, e.what());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
+  MPI_Finalize();
+  return 0;
+}
+#endif
+
+}  // namespace
+
+int main(int argc, char* argv[]) {
+  RunOptions o;
+  CLI::App app{"delayopt_pipeline: train a model in a real asynchronous (PipeDream 1F1B) or synchronous (GPipe) "
+               "pipeline over threads or MPI; see docs/pipeline.md"};
+  add_options(app, o);
+  CLI11_PARSE(app, argc, argv);
+  if (o.transport == "threads") return run_threads_transport(argc, argv, o);
+#if DELAYOPT_PIPELINE_MPI
+  return run_mpi_transport(argc, argv, o);
+#else
+  std::fprintf(stderr, "delayopt_pipeline: this build has no MPI transport (install libopenmpi-dev, reconfigure)\n");
+  return 2;
+#endif
+}
