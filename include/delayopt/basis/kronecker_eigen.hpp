@@ -174,8 +174,30 @@ struct EigenbasisOps {
     }
   }
 
+  static void project_all(const ExecSpace&, State& st, const Set& in, Set& out) {
+    for (std::size_t i = 0; i < st.blocks.size(); ++i)
+      project(st, i, as_matrix(in, i, st.blocks[i]), as_matrix(out, i, st.blocks[i]));
+  }
+  static void project_back_all(const ExecSpace&, State& st, Set& x) {
+    for (std::size_t i = 0; i < st.blocks.size(); ++i)
+      project_back(st, i, as_matrix(x, i, st.blocks[i]), as_matrix(x, i, st.blocks[i]));
+  }
+
+  /// out = beta1 M + (1 - beta1) G in the original basis, M the first moment rotated back (0 if none).
+  static void lookahead(const ExecSpace&, State& st, double beta1, const Set& g, const Set* m, Set& out) {
+    for (std::size_t i = 0; i < st.blocks.size(); ++i) {
+      const auto& b = st.blocks[i];
+      auto o = as_matrix(out, i, b);
+      if (m)
+        project_back(st, i, as_matrix(*m, i, b), o);
+      else
+        o.setZero();
+      o = static_cast<T>(beta1) * o + static_cast<T>(1 - beta1) * as_matrix(g, i, b);
+    }
+  }
+
   /// L <- beta L + (1 - beta) G G^T and R <- beta R + (1 - beta) G^T G, lower triangles (SYRK).
-  static void accumulate(State& st, const Set& g, double beta) {
+  static void accumulate(const ExecSpace&, State& st, const Set& g, double beta) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i) {
       Block& b = st.blocks[i];
       const auto G = as_matrix(g, i, b);
@@ -194,7 +216,7 @@ struct EigenbasisOps {
 
   /// First basis: eigh of each factor, or SVD of the look-ahead momentum. A failed solve leaves the
   /// identity basis.
-  static void initialize(State& st, const EigenSettings& s, const Set* momentum) {
+  static void initialize(const ExecSpace&, State& st, const EigenSettings& s, const Set* momentum) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i) {
       Block& b = st.blocks[i];
       if (b.left) map(b.QL).setIdentity();
@@ -231,7 +253,7 @@ struct EigenbasisOps {
   /// Power iteration + QR from the current basis. `linear` slots are rotated into the new basis,
   /// `second` slots permuted with re-sorted columns. `lookahead` is the momentum the momentum source
   /// takes its singular vectors from (original basis).
-  static void refresh(State& st, const EigenSettings& s, const std::vector<Set*>& linear,
+  static void refresh(const ExecSpace&, State& st, const EigenSettings& s, const std::vector<Set*>& linear,
                       const std::vector<Set*>& second, const Set* lookahead) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i) {
       Block& b = st.blocks[i];
@@ -331,18 +353,15 @@ struct EigenbasisPolicy {
 
   /// x~ = U^T x V for every block (in and out may be the same set).
   template <class T, class ExecSpace>
-  static void project(EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& in, ParamSet<T, ExecSpace>& out) {
-    using Ops = EigenbasisOps<T, ExecSpace>;
-    for (std::size_t i = 0; i < st.blocks.size(); ++i)
-      Ops::project(st, i, Ops::as_matrix(in, i, st.blocks[i]), Ops::as_matrix(out, i, st.blocks[i]));
+  static void project(const ExecSpace& space, EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& in,
+                      ParamSet<T, ExecSpace>& out) {
+    EigenbasisOps<T, ExecSpace>::project_all(space, st, in, out);
   }
 
   /// x <- U x V^T for every block, in place.
   template <class T, class ExecSpace>
-  static void project_back(EigenState<T, ExecSpace>& st, ParamSet<T, ExecSpace>& x) {
-    using Ops = EigenbasisOps<T, ExecSpace>;
-    for (std::size_t i = 0; i < st.blocks.size(); ++i)
-      Ops::project_back(st, i, Ops::as_matrix(x, i, st.blocks[i]), Ops::as_matrix(x, i, st.blocks[i]));
+  static void project_back(const ExecSpace& space, EigenState<T, ExecSpace>& st, ParamSet<T, ExecSpace>& x) {
+    EigenbasisOps<T, ExecSpace>::project_back_all(space, st, x);
   }
 
   /// Bytes of factors and bases (the moment slots are counted by the optimizer).
@@ -359,26 +378,28 @@ struct EigenbasisPolicy {
   /// Called once per finite-gradient call before the moment update, with the effective gradient
   /// (original basis). Returns whether the moments are updated in this call.
   template <class T, class ExecSpace, std::size_t N>
-  static bool begin_step(const EigenSettings& s, EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& g,
+  static bool begin_step(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& g,
                          const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
                          const std::vector<int>& second_slots, ParamSet<T, ExecSpace>& lookahead) {
     using Ops = EigenbasisOps<T, ExecSpace>;
     const bool first = st.calls++ == 0;
-    if (s.source == Source::covariance) Ops::accumulate(st, g, s.beta);
+    if (s.source == Source::covariance) Ops::accumulate(space, st, g, s.beta);
     const bool paper = s.ordering == Ordering::paper;
     if (s.source == Source::momentum && (first || (paper && st.calls % s.refresh_every == 0)))
-      make_lookahead(s, st, g, slots, linear_slots, lookahead);
+      Ops::lookahead(space, st, s.beta1, g, linear_slots.empty() || first ? nullptr : &slots[linear_slots[0]],
+                     lookahead);
     if (first) {
-      Ops::initialize(st, s, &lookahead);
+      Ops::initialize(space, st, s, &lookahead);
       return paper;  // SOAP skips the update on its first call
     }
-    if (paper && st.calls % s.refresh_every == 0) refresh(s, st, slots, linear_slots, second_slots, &lookahead);
+    if (paper && st.calls % s.refresh_every == 0)
+      refresh(space, s, st, slots, linear_slots, second_slots, &lookahead);
     return true;
   }
 
   /// Called after a moment update (SOAP ordering refreshes here, every refresh_every updates).
   template <class T, class ExecSpace, std::size_t N>
-  static void end_step(const EigenSettings& s, EigenState<T, ExecSpace>& st,
+  static void end_step(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st,
                        const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
                        const std::vector<int>& second_slots) {
     const std::int64_t t = st.calls - 1;  // SOAP's step: its first call updates nothing
@@ -387,41 +408,22 @@ struct EigenbasisPolicy {
     const ParamSet<T, ExecSpace>* m = linear_slots.empty() ? nullptr : &slots[linear_slots[0]];
     ParamSet<T, ExecSpace> orig;
     if (s.source == Source::momentum && m) {
-      orig = m->clone(ExecSpace());
-      for (std::size_t i = 0; i < st.blocks.size(); ++i)
-        EigenbasisOps<T, ExecSpace>::project_back(st, i, EigenbasisOps<T, ExecSpace>::as_matrix(orig, i, st.blocks[i]),
-                                                  EigenbasisOps<T, ExecSpace>::as_matrix(orig, i, st.blocks[i]));
+      orig = m->clone(space);
+      EigenbasisOps<T, ExecSpace>::project_back_all(space, st, orig);
     }
-    refresh(s, st, slots, linear_slots, second_slots, m ? &orig : nullptr);
+    refresh(space, s, st, slots, linear_slots, second_slots, m ? &orig : nullptr);
   }
 
  private:
   template <class T, class ExecSpace, std::size_t N>
-  static void refresh(const EigenSettings& s, EigenState<T, ExecSpace>& st,
+  static void refresh(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st,
                       const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
                       const std::vector<int>& second_slots, const ParamSet<T, ExecSpace>* lookahead) {
     std::vector<ParamSet<T, ExecSpace>*> lin, sec;
     auto& mutable_slots = const_cast<std::array<ParamSet<T, ExecSpace>, N>&>(slots);  // shallow handles
     for (int k : linear_slots) lin.push_back(&mutable_slots[k]);
     for (int k : second_slots) sec.push_back(&mutable_slots[k]);
-    EigenbasisOps<T, ExecSpace>::refresh(st, s, lin, sec, lookahead);
-  }
-
-  /// lookahead = beta1 M + (1 - beta1) G in the original basis, M the first moment rotated back.
-  template <class T, class ExecSpace, std::size_t N>
-  static void make_lookahead(const EigenSettings& s, EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& g,
-                             const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
-                             ParamSet<T, ExecSpace>& lookahead) {
-    using Ops = EigenbasisOps<T, ExecSpace>;
-    for (std::size_t i = 0; i < st.blocks.size(); ++i) {
-      const auto& b = st.blocks[i];
-      auto out = Ops::as_matrix(lookahead, i, b);
-      if (!linear_slots.empty() && st.calls > 1)
-        Ops::project_back(st, i, Ops::as_matrix(slots[linear_slots[0]], i, b), out);
-      else
-        out.setZero();
-      out = static_cast<T>(s.beta1) * out + static_cast<T>(1 - s.beta1) * Ops::as_matrix(g, i, b);
-    }
+    EigenbasisOps<T, ExecSpace>::refresh(space, st, s, lin, sec, lookahead);
   }
 };
 

@@ -41,8 +41,15 @@ struct GradSquaredNorm {
   KOKKOS_INLINE_FUNCTION void operator()(const std::size_t c, double& sum) const {
     const Chunk ch = chunks(c);
     const T* gb = g(ch.block).data;
+    // Independent partial sums: a single running sum is a chain of dependent adds (4x slower here).
+    constexpr int lanes = 8;
+    double acc[lanes] = {};
+    std::size_t i = ch.begin;
+    for (; i + lanes <= ch.end; i += lanes)
+      for (int l = 0; l < lanes; ++l) acc[l] += static_cast<double>(gb[i + l]) * static_cast<double>(gb[i + l]);
+    for (; i < ch.end; ++i) acc[0] += static_cast<double>(gb[i]) * static_cast<double>(gb[i]);
     double local = 0.0;
-    for (std::size_t i = ch.begin; i < ch.end; ++i) local += static_cast<double>(gb[i]) * static_cast<double>(gb[i]);
+    for (int l = 0; l < lanes; ++l) local += acc[l];
     sum += local;
   }
 };
@@ -399,20 +406,20 @@ class Optimizer {
     const auto settings = Basis::settings(config_.basis, moment_beta1(), moment_beta2());
     std::vector<int> linear, second;
     for (int k = 0; k < Moment::slots; ++k) (Moment::slot_kinds[k] == SlotKind::linear ? linear : second).push_back(k);
-    if (!Basis::begin_step(settings, state.basis, geff, state.moments, linear, second, work)) return;
+    if (!Basis::begin_step(space, settings, state.basis, geff, state.moments, linear, second, work)) return;
 
-    Basis::project(state.basis, geff, work);
+    Basis::project(space, state.basis, geff, work);
     detail::RotatedDirection<Moment, T, ExecSpace> dir{work.refs(), {}, state.counters, config_.moment, lr};
     for (int k = 0; k < Moment::slots; ++k) dir.s[k] = state.moments[k].refs();
     detail::for_each_chunk(space, "delayopt::rotated_direction", params.chunks(), dir);
     compat::fence(space, "delayopt::Optimizer::update: rotated direction");
-    Basis::project_back(state.basis, work);
+    Basis::project_back(space, state.basis, work);
     detail::for_each_chunk(space, "delayopt::apply_increment", params.chunks(),
                            detail::ApplyIncrement<Moment, T, ExecSpace>{params.refs(), work.refs(), state.counters,
                                                                         config_.moment, lr});
     finish(space, state, false);
     compat::fence(space, "delayopt::Optimizer::update: before refresh");
-    Basis::end_step(settings, state.basis, state.moments, linear, second);
+    Basis::end_step(space, settings, state.basis, state.moments, linear, second);
   }
 
   double moment_beta1() const {

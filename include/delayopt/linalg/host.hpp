@@ -17,6 +17,8 @@ enum class Status { success, failed, nonfinite };
 template <class T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
+using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // factorizations run column-major (faster)
+template <class T>
 using MatrixMap = Eigen::Map<RowMatrix<T>>;
 template <class T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
@@ -26,9 +28,9 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 template <class S, class T>
 Status eigh_descending(const ConstMatrixMap<T>& A, MatrixMap<T> Q, double shift) {
   if (!A.template triangularView<Eigen::Lower>().toDenseMatrix().allFinite()) return Status::nonfinite;
-  RowMatrix<S> a = A.template cast<S>();
+  ColMatrix<S> a = A.template cast<S>();
   a.diagonal().array() += static_cast<S>(shift);
-  Eigen::SelfAdjointEigenSolver<RowMatrix<S>> es(a, Eigen::ComputeEigenvectors);
+  Eigen::SelfAdjointEigenSolver<ColMatrix<S>> es(a, Eigen::ComputeEigenvectors);
   if (es.info() != Eigen::Success) return Status::failed;
   if (!es.eigenvectors().allFinite()) return Status::nonfinite;
   Q = es.eigenvectors().rowwise().reverse().template cast<T>();  // ascending -> descending
@@ -39,8 +41,8 @@ Status eigh_descending(const ConstMatrixMap<T>& A, MatrixMap<T> Q, double shift)
 template <class S, class T>
 Status qr_q(const ConstMatrixMap<T>& A, MatrixMap<T> Q) {
   if (!A.allFinite()) return Status::nonfinite;
-  Eigen::HouseholderQR<RowMatrix<S>> qr(A.template cast<S>());
-  RowMatrix<S> q = qr.householderQ();
+  Eigen::HouseholderQR<ColMatrix<S>> qr(A.template cast<S>());
+  ColMatrix<S> q = qr.householderQ();
   if (!q.allFinite()) return Status::nonfinite;
   Q = q.template cast<T>();
   return Status::success;
@@ -49,7 +51,7 @@ Status qr_q(const ConstMatrixMap<T>& A, MatrixMap<T> Q) {
 /// Left and right singular vectors (full, square) of M, computed in S.
 template <class S, class T>
 Status svd_full(const ConstMatrixMap<T>& M, MatrixMap<T> U, MatrixMap<T> V) {
-  Eigen::BDCSVD<RowMatrix<S>> svd(M.template cast<S>(), Eigen::ComputeFullU | Eigen::ComputeFullV);
+  Eigen::BDCSVD<ColMatrix<S>> svd(M.template cast<S>(), Eigen::ComputeFullU | Eigen::ComputeFullV);
   if (svd.info() != Eigen::Success) return Status::failed;
   if (!svd.matrixU().allFinite() || !svd.matrixV().allFinite()) return Status::nonfinite;
   U = svd.matrixU().template cast<T>();
