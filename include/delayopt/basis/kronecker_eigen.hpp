@@ -77,14 +77,24 @@ struct EigenSettings {
 template <class T, class ExecSpace>
 struct EigenState {
   using memory_space = typename ExecSpace::memory_space;
-  static_assert(compat::is_host_space_v<ExecSpace>,
-                "delayopt::basis: this build computes eigenbases with Eigen on host memory; configure with "
-                "-DDELAYOPT_ENABLE_CUDA_LINALG=ON for CUDA spaces");
   std::vector<EigenBlock<T, memory_space>> blocks;
   std::int64_t calls = 0;      ///< calls with a finite gradient seen by the basis
   std::int64_t refreshes = 0;  ///< basis refreshes done (initialization excluded)
-  std::int64_t failures = 0;   ///< eigensolves / QRs / SVDs that failed and kept the previous basis
+  std::int64_t failures = 0;   ///< host solver failures that kept the previous basis
   Kokkos::View<T*, memory_space> tmp;  ///< workspace of the largest block
+  // Device backends only (cuSOLVER): solver workspace, two square scratch matrices, a vector, status
+  // integers, and the failure count kept on the device so a failed solve needs no host sync.
+  Kokkos::View<T*, memory_space> work, square_a, square_b, vec;
+  Kokkos::View<int*, memory_space> ints;
+  Kokkos::View<std::int64_t, memory_space> device_failures;
+};
+
+/// Eigenbasis operations per memory kind: Eigen on host memory (below), cuBLAS/cuSOLVER on CUDA
+/// memory (basis/detail/eigenbasis_cuda.hpp, with DELAYOPT_ENABLE_CUDA_LINALG).
+template <class T, class ExecSpace, bool Host = compat::is_host_space_v<ExecSpace>>
+struct EigenbasisOps {
+  static_assert(Host, "delayopt::basis: rotated bases on device memory need the CUDA backend: configure with "
+                      "-DDELAYOPT_ENABLE_CUDA_LINALG=ON (cuBLAS/cuSOLVER) and a CUDA-enabled Kokkos");
 };
 
 template <class T>
@@ -106,15 +116,15 @@ bool attempt(bool retry, std::int64_t& failures, Fn&& fn) {
   return false;
 }
 
-/// Implementation shared by KroneckerEigen and FullEigen (host memory, Eigen).
+/// Implementation shared by KroneckerEigen and FullEigen on host memory (Eigen).
 template <class T, class ExecSpace>
-struct EigenbasisOps {
+struct EigenbasisOps<T, ExecSpace, true> {
   using State = EigenState<T, ExecSpace>;
   using Set = ParamSet<T, ExecSpace>;
   using Block = EigenBlock<T, typename ExecSpace::memory_space>;
   using Mat = linalg::RowMatrix<T>;
 
-  static State make_state(std::vector<Block> blocks, bool covariance) {
+  static State make_state(const ExecSpace&, std::vector<Block> blocks, bool covariance) {
     State st;
     std::size_t largest = 0;
     for (auto& b : blocks) {
@@ -364,6 +374,18 @@ struct EigenbasisPolicy {
     EigenbasisOps<T, ExecSpace>::project_back_all(space, st, x);
   }
 
+  /// Solver failures that kept the previous basis (reads the device count on device backends: fences).
+  template <class T, class ExecSpace>
+  static std::int64_t failures(const EigenState<T, ExecSpace>& st) {
+    std::int64_t n = st.failures;
+    if (st.device_failures.data()) {
+      std::int64_t d = 0;
+      Kokkos::deep_copy(d, st.device_failures);
+      n += d;
+    }
+    return n;
+  }
+
   /// Bytes of factors and bases (the moment slots are counted by the optimizer).
   template <class T, class ExecSpace>
   static std::size_t state_bytes(const EigenState<T, ExecSpace>& st) {
@@ -473,7 +495,8 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
       }
       blocks.push_back(b);
     }
-    return detail::EigenbasisOps<T, ExecSpace>::make_state(std::move(blocks), h.source == Source::covariance);
+    return detail::EigenbasisOps<T, ExecSpace>::make_state(ExecSpace(), std::move(blocks),
+                                                           h.source == Source::covariance);
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
@@ -516,7 +539,7 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
       b.left = true;
       blocks.push_back(b);
     }
-    return detail::EigenbasisOps<T, ExecSpace>::make_state(std::move(blocks), true);
+    return detail::EigenbasisOps<T, ExecSpace>::make_state(ExecSpace(), std::move(blocks), true);
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
@@ -525,3 +548,7 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
 };
 
 }  // namespace delayopt::basis
+
+#if defined(DELAYOPT_ENABLE_CUDA_LINALG) && defined(KOKKOS_ENABLE_CUDA)
+#include "delayopt/basis/detail/eigenbasis_cuda.hpp"
+#endif

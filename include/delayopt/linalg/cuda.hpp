@@ -1,0 +1,133 @@
+/// \file delayopt/linalg/cuda.hpp
+/// \brief cuBLAS / cuSOLVER for the rotated bases on CUDA memory: process-wide handles bound to the
+/// caller's stream, and float/double overloads of the few routines the bases use. Column-major, as
+/// the libraries are; callers pass row-major matrices as their column-major transposes.
+///
+/// Included only with -DDELAYOPT_ENABLE_CUDA_LINALG=ON (it needs the CUDA toolkit's headers).
+#pragma once
+
+#include "delayopt/core/error.hpp"
+
+#include <Kokkos_Core.hpp>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include <string>
+
+namespace delayopt::linalg::cuda {
+
+inline void check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cublasStatus_t " + std::to_string(int(s)) + ")");
+}
+inline void check(cusolverStatus_t s, const char* what) {
+  if (s != CUSOLVER_STATUS_SUCCESS)
+    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cusolverStatus_t " +
+                std::to_string(int(s)) + ")");
+}
+
+/// cuBLAS and cuSOLVER handles: created on first use, destroyed by Kokkos::finalize (as Kokkos
+/// Kernels' singletons are), bound to the stream of each call.
+class Handles {
+ public:
+  static Handles& on(cudaStream_t stream) {
+    Handles*& h = instance();
+    if (!h) {
+      h = new Handles;
+      check(cublasCreate(&h->blas), "cublasCreate");
+      check(cusolverDnCreate(&h->solver), "cusolverDnCreate");
+      Kokkos::push_finalize_hook([] {
+        Handles*& p = instance();
+        cublasDestroy(p->blas);
+        cusolverDnDestroy(p->solver);
+        delete p;
+        p = nullptr;
+      });
+    }
+    check(cublasSetStream(h->blas, stream), "cublasSetStream");
+    check(cusolverDnSetStream(h->solver, stream), "cusolverDnSetStream");
+    return *h;
+  }
+  cublasHandle_t blas = nullptr;
+  cusolverDnHandle_t solver = nullptr;
+
+ private:
+  static Handles*& instance() {
+    static Handles* h = nullptr;
+    return h;
+  }
+};
+
+// ---- cuBLAS -------------------------------------------------------------------------------------
+inline void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  check(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc), "cublasSgemm");
+}
+inline void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
+                 const double* A, int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+  check(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc), "cublasDgemm");
+}
+inline void syrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t t, int n, int k, float alpha,
+                 const float* A, int lda, float beta, float* C, int ldc) {
+  check(cublasSsyrk(h, uplo, t, n, k, &alpha, A, lda, &beta, C, ldc), "cublasSsyrk");
+}
+inline void syrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t t, int n, int k, double alpha,
+                 const double* A, int lda, double beta, double* C, int ldc) {
+  check(cublasDsyrk(h, uplo, t, n, k, &alpha, A, lda, &beta, C, ldc), "cublasDsyrk");
+}
+inline void symm(cublasHandle_t h, cublasSideMode_t side, cublasFillMode_t uplo, int m, int n, float alpha,
+                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  check(cublasSsymm(h, side, uplo, m, n, &alpha, A, lda, B, ldb, &beta, C, ldc), "cublasSsymm");
+}
+inline void symm(cublasHandle_t h, cublasSideMode_t side, cublasFillMode_t uplo, int m, int n, double alpha,
+                 const double* A, int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+  check(cublasDsymm(h, side, uplo, m, n, &alpha, A, lda, B, ldb, &beta, C, ldc), "cublasDsymm");
+}
+
+// ---- cuSOLVER: symmetric eigendecomposition (syevd), QR (geqrf + orgqr) ------------------------------
+inline int syevd_lwork(cusolverDnHandle_t h, int n, const float* A, const float* W) {
+  int lwork = 0;
+  check(cusolverDnSsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, n, A, n, W, &lwork),
+        "cusolverDnSsyevd_bufferSize");
+  return lwork;
+}
+inline int syevd_lwork(cusolverDnHandle_t h, int n, const double* A, const double* W) {
+  int lwork = 0;
+  check(cusolverDnDsyevd_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, n, A, n, W, &lwork),
+        "cusolverDnDsyevd_bufferSize");
+  return lwork;
+}
+/// Eigenvectors (ascending eigenvalues) of the symmetric n x n A (upper triangle, column-major) into A.
+inline void syevd(cusolverDnHandle_t h, int n, float* A, float* W, float* work, int lwork, int* info) {
+  check(cusolverDnSsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, n, A, n, W, work, lwork, info),
+        "cusolverDnSsyevd");
+}
+inline void syevd(cusolverDnHandle_t h, int n, double* A, double* W, double* work, int lwork, int* info) {
+  check(cusolverDnDsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, n, A, n, W, work, lwork, info),
+        "cusolverDnDsyevd");
+}
+
+inline int qr_lwork(cusolverDnHandle_t h, int n, float* A, const float* tau) {
+  int a = 0, b = 0;
+  check(cusolverDnSgeqrf_bufferSize(h, n, n, A, n, &a), "cusolverDnSgeqrf_bufferSize");
+  check(cusolverDnSorgqr_bufferSize(h, n, n, n, A, n, tau, &b), "cusolverDnSorgqr_bufferSize");
+  return a > b ? a : b;
+}
+inline int qr_lwork(cusolverDnHandle_t h, int n, double* A, const double* tau) {
+  int a = 0, b = 0;
+  check(cusolverDnDgeqrf_bufferSize(h, n, n, A, n, &a), "cusolverDnDgeqrf_bufferSize");
+  check(cusolverDnDorgqr_bufferSize(h, n, n, n, A, n, tau, &b), "cusolverDnDorgqr_bufferSize");
+  return a > b ? a : b;
+}
+/// Replaces the column-major n x n A by the Q factor of its Householder QR.
+inline void qr_q(cusolverDnHandle_t h, int n, float* A, float* tau, float* work, int lwork, int* info) {
+  check(cusolverDnSgeqrf(h, n, n, A, n, tau, work, lwork, info), "cusolverDnSgeqrf");
+  check(cusolverDnSorgqr(h, n, n, n, A, n, tau, work, lwork, info + 1), "cusolverDnSorgqr");
+}
+inline void qr_q(cusolverDnHandle_t h, int n, double* A, double* tau, double* work, int lwork, int* info) {
+  check(cusolverDnDgeqrf(h, n, n, A, n, tau, work, lwork, info), "cusolverDnDgeqrf");
+  check(cusolverDnDorgqr(h, n, n, n, A, n, tau, work, lwork, info + 1), "cusolverDnDorgqr");
+}
+
+}  // namespace delayopt::linalg::cuda
