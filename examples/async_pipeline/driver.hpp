@@ -34,6 +34,21 @@ using Space = Kokkos::Serial;
 using Stage = MlpStage<Real, Space>;
 using Runner = StageRunner<Stage, AnyOptimizer<Real, Space>>;
 
+/// Kokkos settings for the pipeline programs. The stages compute on Kokkos::Serial in their own
+/// threads (or ranks); the OpenMP backend only zero-fills allocations during set-up. One OpenMP
+/// thread keeps idle OpenMP workers from spinning on the cores the stages need (with two on two
+/// cores, the allocation-heavy set-up of the tests ran 20x slower). InitializationSettings came
+/// with Kokkos 3.7; 3.4 has InitArguments.
+#if KOKKOS_VERSION >= 30700
+inline Kokkos::InitializationSettings kokkos_settings() { return Kokkos::InitializationSettings().set_num_threads(1); }
+#else
+inline Kokkos::InitArguments kokkos_settings() {
+  Kokkos::InitArguments a;
+  a.num_threads = 1;
+  return a;
+}
+#endif
+
 enum class ModelKind { mlp, charlm };
 
 /// Every knob of a run (the driver's command line).

@@ -24,8 +24,8 @@ void write_json(const std::string& path, const nlohmann::json& j) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-int run_threads_transport(int argc, char* argv[], const RunOptions& o) {
-  Kokkos::ScopeGuard guard(argc, argv);
+int run_threads_transport(const RunOptions& o) {
+  Kokkos::ScopeGuard guard(kokkos_settings());
   try {
     const auto data = load_data(o);
     const MlpSpec spec = make_spec(o, *data);
@@ -59,7 +59,7 @@ int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
     return 2;
   }
   {
-    Kokkos::ScopeGuard guard(argc, argv);
+    Kokkos::ScopeGuard guard(kokkos_settings());
     try {
       const auto data = load_data(o);
       const MlpSpec spec = make_spec(o, *data);
@@ -125,7 +125,7 @@ int main(int argc, char* argv[]) {
                "pipeline over threads or MPI; see docs/pipeline.md"};
   add_options(app, o);
   CLI11_PARSE(app, argc, argv);
-  if (o.transport == "threads") return run_threads_transport(argc, argv, o);
+  if (o.transport == "threads") return run_threads_transport(o);
 #if DELAYOPT_PIPELINE_MPI
   return run_mpi_transport(argc, argv, o);
 #else

@@ -1,0 +1,404 @@
+// Tests of the pipeline executor (threads transport): measured staleness, the weights each pass
+// really sees, bit-for-bit equivalence with plain training, failure shutdown.
+// The MPI transport is tested by the driver tests in ../CMakeLists.txt (compare_transports.cmake).
+#define CATCH_CONFIG_RUNNER
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_all.hpp>
+using Catch::Approx;
+#define CONTAINS Catch::Matchers::ContainsSubstring
+#else
+#include <catch2/catch.hpp>
+#define CONTAINS Catch::Matchers::Contains
+#endif
+
+#include "driver.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+using namespace pipeline;
+
+namespace {
+
+// ---- A probe model: its only parameter is the stage's version, written by a probe optimizer ------
+//
+// The forward pass records which weight version it computed with, the backward pass which version
+// it differentiated; the optimizer sets the weight to the number of updates applied. So the test
+// sees what the executor actually handed to each pass, independently of the executor's counters.
+
+struct ProbeLog {
+  std::vector<long> forward_version;   // per microbatch
+  std::vector<long> backward_version;  // per microbatch
+  std::vector<long> update_version;    // per update: version when the update ran
+  std::vector<int> tau;                // per update: what the executor passed to the optimizer
+};
+
+struct ProbeTape {
+  long version = -1;
+  std::int64_t microbatch = -1;
+};
+
+struct Fault {
+  int stage = -1;
+  std::int64_t microbatch = -1;
+  enum class Where { forward, backward, update } where = Where::forward;
+};
+
+class ProbeModel {
+ public:
+  using value_type = double;
+  using execution_space = Kokkos::Serial;
+  using Tape = ProbeTape;
+  using Params = delayopt::ParamSet<double, Kokkos::Serial>;
+
+  ProbeModel(int stage, int stages, ProbeLog* log, Fault fault = {})
+      : stage_(stage), stages_(stages), log_(log), fault_(fault), params_({{"version", 1, 1}}) {}
+
+  Params& params() { return params_; }
+  int stage() const { return stage_; }
+  int stages() const { return stages_; }
+  bool is_first() const { return stage_ == 0; }
+  bool is_last() const { return stage_ == stages_ - 1; }
+  std::size_t input_size() const { return is_first() ? 0 : 1; }
+  std::size_t output_size() const { return is_last() ? 0 : 1; }
+  Tape make_tape() const { return {}; }
+
+  double forward(const Kokkos::Serial&, const Params& w, std::int64_t m, std::span<const double> in, Tape& t,
+                 std::span<double> out) {
+    throw_if(Fault::Where::forward, m);
+    if (!in.empty() && in[0] != static_cast<double>(m)) throw std::logic_error("probe: activation out of order");
+    t.version = static_cast<long>(w.flat(0)(0));
+    t.microbatch = m;
+    grow(log_->forward_version, m) = t.version;
+    if (!out.empty()) out[0] = static_cast<double>(m);
+    return is_last() ? 1.0 / static_cast<double>(m + 1) : std::nan("");
+  }
+
+  void backward(const Kokkos::Serial&, const Params& w, const Tape& t, std::span<const double> grad_out, Params&,
+                std::span<double> grad_in, double, bool) {
+    throw_if(Fault::Where::backward, t.microbatch);
+    if (!grad_out.empty() && grad_out[0] != static_cast<double>(t.microbatch))
+      throw std::logic_error("probe: gradient out of order");
+    grow(log_->backward_version, t.microbatch) = static_cast<long>(w.flat(0)(0));
+    if (!grad_in.empty()) grad_in[0] = static_cast<double>(t.microbatch);
+  }
+
+  const Fault& fault() const { return fault_; }
+
+ private:
+  static long& grow(std::vector<long>& v, std::int64_t m) {
+    if (v.size() <= static_cast<std::size_t>(m)) v.resize(static_cast<std::size_t>(m) + 1, -1);
+    return v[static_cast<std::size_t>(m)];
+  }
+  void throw_if(Fault::Where where, std::int64_t m) const {
+    if (fault_.stage == stage_ && fault_.where == where && fault_.microbatch == m)
+      throw std::runtime_error("probe fault at stage " + std::to_string(stage_) + ", microbatch " + std::to_string(m));
+  }
+
+  int stage_, stages_;
+  ProbeLog* log_;
+  Fault fault_;
+  Params params_;
+};
+
+class ProbeOptimizer {
+ public:
+  ProbeOptimizer(ProbeLog* log, Fault fault, int stage) : log_(log), fault_(fault), stage_(stage) {}
+  void step(const Kokkos::Serial&, delayopt::ParamSet<double, Kokkos::Serial>& p,
+            const delayopt::ParamSet<double, Kokkos::Serial>&, const StageStep& s) {
+    if (fault_.stage == stage_ && fault_.where == Fault::Where::update && fault_.microbatch == s.step)
+      throw std::runtime_error("probe optimizer fault at stage " + std::to_string(stage_));
+    log_->update_version.push_back(static_cast<long>(p.flat(0)(0)));
+    log_->tau.push_back(s.tau);
+    p.flat(0)(0) = static_cast<double>(s.step + 1);
+  }
+
+ private:
+  ProbeLog* log_;
+  Fault fault_;
+  int stage_;
+};
+
+using ProbeRunner = StageRunner<ProbeModel, ProbeOptimizer>;
+
+std::vector<StageReport> run_probe(const PipelineConfig& cfg, std::vector<ProbeLog>& logs, Fault fault = {}) {
+  logs.assign(static_cast<std::size_t>(cfg.stages), {});
+  std::vector<ProbeRunner> runners;
+  for (int i = 0; i < cfg.stages; ++i)
+    runners.emplace_back(cfg, ProbeModel(i, cfg.stages, &logs[static_cast<std::size_t>(i)], fault),
+                         ProbeOptimizer(&logs[static_cast<std::size_t>(i)], fault, i));
+  return run_threads(runners);
+}
+
+// ---- Real model helpers -------------------------------------------------------------------------
+
+RunOptions small_options(int stages, const std::string& method) {
+  RunOptions o;
+  o.stages = stages;
+  o.method = method;
+  o.steps = 30;
+  o.batch = 8;
+  o.hidden = 16;
+  o.blocks = 4;
+  o.data = DataKind::synthetic;
+  return o;
+}
+
+/// Every block's bytes by name, over all the given parameter sets.
+std::map<std::string, std::vector<unsigned char>> blocks_by_name(const std::vector<const Stage::Params*>& sets) {
+  std::map<std::string, std::vector<unsigned char>> out;
+  for (const auto* set : sets) {
+    const auto& p = *set;
+    for (std::size_t b = 0; b < p.num_blocks(); ++b) {
+      const auto v = p.flat(b);
+      const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+      out[p.shape(b).name].assign(bytes, bytes + v.size() * sizeof(Real));
+    }
+  }
+  return out;
+}
+
+/// Plain training, no pipeline: one model, forward/backward over M microbatches per step with
+/// gradient accumulation, one update per step. Returns the per-step losses; leaves the weights in `stage`.
+std::vector<double> train_plain(const RunOptions& o, Stage& stage, int M) {
+  Space space;
+  auto opt = make_method<Real, Space>(o.method, {o.lr, o.horizon}, space, stage.params());
+  auto grads = Stage::Params::zeros_like(stage.params());
+  auto tape = stage.make_tape();
+  std::vector<double> losses;
+  for (std::int64_t step = 0; step < o.steps; ++step) {
+    double loss = 0;
+    for (int k = 0; k < M; ++k) {
+      loss += stage.forward(space, stage.params(), step * M + k, {}, tape, {});
+      stage.backward(space, stage.params(), tape, {}, grads, {}, Real(1) / static_cast<Real>(M), k > 0);
+    }
+    opt.step(space, stage.params(), grads, {0, 1, step, 0, o.steps});
+    losses.push_back(loss / M);
+  }
+  space.fence();
+  return losses;
+}
+
+}  // namespace
+
+// ---- Staleness ----------------------------------------------------------------------------------
+
+TEST_CASE("async 1F1B: stage i measures staleness P-1-i (min(m, P-1-i) during warm-up)", "[pipeline]") {
+  for (int P : {1, 2, 3, 4, 8})
+    for (bool stash : {true, false})
+      for (std::size_t capacity : {std::size_t{1}, std::size_t{3}}) {
+        CAPTURE(P, stash, capacity);
+        PipelineConfig cfg{.stages = P, .steps = 24, .stashing = stash, .queue_capacity = capacity};
+        std::vector<ProbeLog> logs;
+        const auto reports = run_probe(cfg, logs);
+        REQUIRE(reports.size() == static_cast<std::size_t>(P));
+        for (int i = 0; i < P; ++i) {
+          const auto& r = reports[static_cast<std::size_t>(i)];
+          CAPTURE(i);
+          REQUIRE(r.updates == 24);
+          REQUIRE(r.staleness.size() == 24u);
+          for (int m = 0; m < 24; ++m) CHECK(r.staleness[static_cast<std::size_t>(m)] == std::min(m, P - 1 - i));
+          CHECK(r.staleness.back() == P - 1 - i);
+          CHECK(logs[static_cast<std::size_t>(i)].tau == r.staleness);  // what the optimizer was told
+          CHECK(r.stashed_versions == (stash ? static_cast<std::size_t>(P - i) : 0u));
+        }
+      }
+}
+
+TEST_CASE("async 1F1B: the weights each pass uses (stashing on and off)", "[pipeline]") {
+  const int P = 4, N = 20;
+  for (bool stash : {true, false}) {
+    CAPTURE(stash);
+    std::vector<ProbeLog> logs;
+    run_probe({.stages = P, .steps = N, .stashing = stash}, logs);
+    for (int i = 0; i < P; ++i) {
+      CAPTURE(i);
+      const auto& log = logs[static_cast<std::size_t>(i)];
+      for (int m = 0; m < N; ++m) {
+        CAPTURE(m);
+        // The forward of m runs after the updates of microbatches 0 .. m-(P-i): version m-(P-1-i).
+        CHECK(log.forward_version[static_cast<std::size_t>(m)] == std::max(0, m - (P - 1 - i)));
+        // Update m is applied to version m; the backward saw the forward's version only with stashing.
+        CHECK(log.update_version[static_cast<std::size_t>(m)] == m);
+        CHECK(log.backward_version[static_cast<std::size_t>(m)] ==
+              (stash ? log.forward_version[static_cast<std::size_t>(m)] : m));
+      }
+    }
+  }
+}
+
+TEST_CASE("sync GPipe: no staleness, one update per M microbatches", "[pipeline]") {
+  std::vector<ProbeLog> logs;
+  const auto reports =
+      run_probe({.stages = 4, .steps = 6, .schedule = Schedule::sync_gpipe, .microbatches = 3}, logs);
+  for (int i = 0; i < 4; ++i) {
+    const auto& r = reports[static_cast<std::size_t>(i)];
+    CHECK(r.updates == 6);
+    CHECK(r.staleness == std::vector<int>(6, 0));
+    for (int m = 0; m < 18; ++m) {
+      CHECK(logs[static_cast<std::size_t>(i)].forward_version[static_cast<std::size_t>(m)] == m / 3);
+      CHECK(logs[static_cast<std::size_t>(i)].backward_version[static_cast<std::size_t>(m)] == m / 3);
+    }
+  }
+  // Step losses are means over the step's microbatches: (1/1 + 1/2 + 1/3) / 3 for step 0.
+  CHECK(reports.back().loss.front() == Approx((1.0 + 0.5 + 1.0 / 3) / 3));
+}
+
+// ---- Bit-for-bit equivalence with plain training -------------------------------------------------
+
+TEST_CASE("P = 1 reproduces plain training bit for bit", "[pipeline]") {
+  for (std::string method : {"adam", "rot-cov-bi", "pipedream-lr"})
+    for (bool layer_norm : {false, true})
+      for (bool charlm : {false, true}) {
+        CAPTURE(method, layer_norm, charlm);
+        RunOptions o = small_options(1, method);
+        o.layer_norm = layer_norm;
+        if (charlm) o.model = ModelKind::charlm, o.context = 4, o.embed = 4;
+        const auto data = load_data(o);
+        const MlpSpec spec = make_spec(o, *data);
+
+        std::vector<Runner> runners;
+        runners.push_back(make_runner(o, spec, data, 0));
+        const auto reports = run_threads(runners);
+
+        Stage plain(spec, 0, 1, data);
+        const auto losses = train_plain(o, plain, 1);
+        REQUIRE(reports[0].loss.size() == losses.size());
+        for (std::size_t k = 0; k < losses.size(); ++k) REQUIRE(std::memcmp(&reports[0].loss[k], &losses[k], sizeof(double)) == 0);
+        CHECK(reports[0].param_hash == param_hash(plain.params()));
+        CHECK(losses.back() < losses.front());  // it trains
+      }
+}
+
+TEST_CASE("sync GPipe over P = 4 stages equals plain training with gradient accumulation, bit for bit",
+          "[pipeline]") {
+  for (std::string method : {"adam", "rot-cov-bi"}) {
+    CAPTURE(method);
+    RunOptions o = small_options(4, method);
+    o.schedule = Schedule::sync_gpipe;
+    o.microbatches = 3;
+    o.layer_norm = true;
+    const auto data = load_data(o);
+    const MlpSpec spec = make_spec(o, *data);
+    std::vector<Runner> runners;
+    for (int i = 0; i < 4; ++i) runners.push_back(make_runner(o, spec, data, i));
+    const auto reports = run_threads(runners);
+
+    RunOptions one = o;
+    one.stages = 1;
+    Stage plain(make_spec(one, *data), 0, 1, data);
+    const auto losses = train_plain(one, plain, 3);
+    REQUIRE(reports.back().loss == losses);
+    std::vector<const Stage::Params*> stages;
+    for (auto& r : runners) stages.push_back(&r.model().params());
+    const auto split = blocks_by_name(stages), whole = blocks_by_name({&plain.params()});
+    CHECK(split.size() == 4u * 4 + 2);  // 4 blocks of W, b, LN gain and bias, plus the head
+    CHECK(split == whole);
+  }
+}
+
+TEST_CASE("async with staleness differs from plain training, and stashing changes the result", "[pipeline]") {
+  // Guards the equivalence tests above against passing vacuously.
+  auto run = [](bool stash) {
+    RunOptions o = small_options(4, "adam");
+    o.stashing = stash;
+    const auto data = load_data(o);
+    const MlpSpec spec = make_spec(o, *data);
+    std::vector<Runner> runners;
+    for (int i = 0; i < 4; ++i) runners.push_back(make_runner(o, spec, data, i));
+    return run_threads(runners).back().loss;
+  };
+  RunOptions one = small_options(1, "adam");
+  const auto data = load_data(one);
+  Stage plain(make_spec(one, *data), 0, 1, data);
+  const auto plain_loss = train_plain(one, plain, 1);
+  const auto with = run(true), without = run(false);
+  CHECK(with.front() == plain_loss.front());  // microbatch 0 sees the initial weights everywhere
+  CHECK(with != plain_loss);
+  CHECK(with != without);
+  CHECK(with == run(true));  // and the schedule is deterministic
+}
+
+// ---- Failures -----------------------------------------------------------------------------------
+
+TEST_CASE("a stage that throws shuts the pipeline down and its error is reported", "[pipeline]") {
+  const int P = 4;
+  for (auto where : {Fault::Where::forward, Fault::Where::backward, Fault::Where::update})
+    for (int stage : {0, 1, P - 1})
+      for (auto schedule : {Schedule::async_1f1b, Schedule::sync_gpipe}) {
+        CAPTURE(static_cast<int>(where), stage, schedule == Schedule::async_1f1b);
+        std::vector<ProbeLog> logs;
+        const Fault fault{stage, 2, where};
+        PipelineConfig cfg{.stages = P, .steps = 10, .schedule = schedule, .microbatches = 2};
+        try {
+          run_probe(cfg, logs, fault);
+          FAIL("no error reported");
+        } catch (const pipeline_error& e) {
+          CHECK(e.stage() == stage);
+          CHECK_THAT(e.what(), CONTAINS("pipeline stage " + std::to_string(stage) + " failed") &&
+                                   CONTAINS("fault"));
+        }
+      }
+}
+
+TEST_CASE("the driver's --inject-failure reaches the executor", "[pipeline]") {
+  RunOptions o = small_options(4, "adam");
+  o.inject_failure = "2:5";
+  const auto data = load_data(o);
+  const MlpSpec spec = make_spec(o, *data);
+  try {
+    run_on_threads(o, spec, data, {});
+    FAIL("no error reported");
+  } catch (const pipeline_error& e) {
+    CHECK(e.stage() == 2);
+    CHECK_THAT(e.what(), CONTAINS("injected failure in the forward pass of microbatch 5"));
+  }
+}
+
+TEST_CASE("bad configurations are rejected with a clear message", "[pipeline]") {
+  RunOptions o = small_options(3, "adam");  // 4 blocks over 3 stages
+  const auto data = load_data(o);
+  CHECK_THROWS_WITH(make_spec(o, *data), CONTAINS("must be a multiple of the number of stages"));
+  RunOptions m = small_options(2, "adamw-typo");
+  const auto spec = make_spec(m, *data);
+  CHECK_THROWS_WITH(make_runner(m, spec, data, 0), CONTAINS("unknown method 'adamw-typo'"));
+  CHECK_THROWS_WITH(make_runner(small_options(2, "adam+pipedream-lr"), spec, data, 0),
+                    CONTAINS("unknown method"));
+}
+
+TEST_CASE("PipeDream-LR discount", "[pipeline]") {
+  const LrRule rule{LrRule::Kind::pipedream_lr, 100};
+  CHECK(rule({.stage = 0, .stages = 4, .step = 0, .tau = 3, .total_steps = 1000}) == Approx(1.0 / 3));
+  CHECK(rule({.stage = 0, .stages = 4, .step = 50, .tau = 4, .total_steps = 1000}) == Approx(0.5));
+  CHECK(rule({.stage = 0, .stages = 4, .step = 100, .tau = 3, .total_steps = 1000}) == 1.0);
+  CHECK(rule({.stage = 3, .stages = 4, .step = 0, .tau = 0, .total_steps = 1000}) == 1.0);
+  CHECK(LrRule{}({.tau = 5}) == 1.0);
+}
+
+TEST_CASE("data: the Debian files load, or the fallback says it ran", "[pipeline]") {
+  const Dataset digits = load_digits(digits_default_path, 1);
+  if (digits.synthetic) {
+    WARN("python3-sklearn is not installed: " << digits.source);
+    CHECK_THAT(digits.source, CONTAINS("synthetic") && CONTAINS("python3-sklearn"));
+  } else {
+    CHECK(digits.size() == 1797u);
+    CHECK(digits.features == 64);
+    CHECK(*std::max_element(digits.x.begin(), digits.x.end()) == 1.0f);
+  }
+  const Dataset text = load_text(fortunes_default_dir, 8, 1);
+  if (text.synthetic) WARN("fortunes-min is not installed: " << text.source);
+  CHECK(text.is_text());
+  CHECK(text.size() > 10000u);
+  const Dataset missing = load_digits("/nonexistent/digits.csv.gz", 1);
+  CHECK(missing.synthetic);
+  CHECK_THAT(missing.source, CONTAINS("/nonexistent/digits.csv.gz not found"));
+}
+
+int main(int argc, char* argv[]) {
+  setenv("OMP_PROC_BIND", "false", 0);  // keeps Kokkos' OpenMP warning out of ctest's test discovery
+  Kokkos::ScopeGuard guard(kokkos_settings());
+  return Catch::Session().run(argc, argv);
+}
