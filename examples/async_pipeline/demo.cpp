@@ -90,10 +90,13 @@ int main(int argc, char* argv[]) {
       ->capture_default_str();
   app.add_option("--methods", methods, "methods: " + method_names())->delimiter(',')->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer steps per run")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--target", o.target, "loss target (default: 0.05 on digits)")->check(CLI::NonNegativeNumber);
-  app.add_option("--data", o.data, "digits or synthetic")
+  app.add_option("--target", o.target, "loss target (default: 0.05 digits, 2.2 text)")->check(CLI::NonNegativeNumber);
+  app.add_option("--model", o.model, "mlp (digits) or charlm (fortunes text; slower, try --steps 3000)")
       ->transform(CLI::CheckedTransformer(
-          std::map<std::string, DataKind>{{"digits", DataKind::digits}, {"synthetic", DataKind::synthetic}}));
+          std::map<std::string, ModelKind>{{"mlp", ModelKind::mlp}, {"charlm", ModelKind::charlm}}));
+  app.add_option("--data", o.data, "digits, text or synthetic (default: by model)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, DataKind>{
+          {"digits", DataKind::digits}, {"text", DataKind::text}, {"synthetic", DataKind::synthetic}}));
   app.add_option("--blocks", o.blocks, "hidden blocks (a multiple of every P)")->capture_default_str();
   app.add_option("--hidden", o.hidden, "hidden width (default 64)");
   app.add_option("--lr", o.lr, "one learning rate for every method (default: each method's)");

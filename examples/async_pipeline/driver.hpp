@@ -68,7 +68,7 @@ struct RunOptions {
   int batch = 32;
   int hidden = 0;  ///< 0: 64 (mlp) / 128 (charlm)
   int blocks = 8;
-  bool layer_norm = false;
+  std::optional<bool> layer_norm;  ///< default: on for charlm (deep tanh blocks need it), off for mlp
   Activation activation = Activation::tanh;
   int context = 16, embed = 16;
   std::uint64_t seed = 1;
@@ -80,6 +80,7 @@ struct RunOptions {
   std::string inject_failure;  ///< "STAGE:MICROBATCH"
 
   DataKind data_kind() const { return data ? *data : (model == ModelKind::charlm ? DataKind::text : DataKind::digits); }
+  bool use_layer_norm() const { return layer_norm ? *layer_norm : model == ModelKind::charlm; }
   int microbatches_per_step() const {
     return schedule == Schedule::async_1f1b ? 1 : (microbatches > 0 ? microbatches : stages);
   }
@@ -119,7 +120,8 @@ inline void add_options(CLI::App& app, RunOptions& o) {
   app.add_option("--hidden", o.hidden, "hidden width (default 64 mlp, 128 charlm)")->check(CLI::NonNegativeNumber);
   app.add_option("--blocks", o.blocks, "hidden blocks, a multiple of --stages")->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_flag("--layer-norm", o.layer_norm, "layer norm in every block");
+  app.add_flag_callback("--layer-norm", [&o] { o.layer_norm = true; }, "layer norm in every block (default for charlm)");
+  app.add_flag_callback("--no-layer-norm", [&o] { o.layer_norm = false; }, "no layer norm (default for mlp)");
   app.add_option("--activation", o.activation, "tanh or relu")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Activation>{{"tanh", Activation::tanh}, {"relu", Activation::relu}}));
@@ -146,7 +148,7 @@ inline MlpSpec make_spec(const RunOptions& o, const Dataset& d) {
   s.hidden = o.hidden > 0 ? o.hidden : (o.model == ModelKind::charlm ? 128 : 64);
   s.blocks = o.blocks;
   s.batch = o.batch;
-  s.layer_norm = o.layer_norm;
+  s.layer_norm = o.use_layer_norm();
   s.activation = o.activation;
   s.seed = o.seed;
   s.classes = d.classes;
