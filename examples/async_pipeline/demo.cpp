@@ -58,9 +58,10 @@ std::string write_plot(const std::filesystem::path& dir, const std::vector<Run>&
   std::map<std::string, int> color;
   std::ofstream g(gp);
   g << "set terminal pngcairo size 1100,650 font ',11'\nset output '" << png.string() << "'\n"
-    << "set datafile separator ','\nset logscale y\nset grid\nset key outside right\n"
+    << "set datafile separator ','\nset logscale y\nset format y '%g'\nset grid\nset key outside right\n"
     << "set xlabel 'iteration (optimizer step)'\nset ylabel 'training loss (mean of last " << window << " steps)'\n"
-    << "set title 'delayopt async pipeline: P=1 (solid) vs P=8 (dashed), 1F1B with weight stashing'\n"
+    << "set title \"delayopt async pipeline, PipeDream 1F1B: P=1 solid, deeper pipelines dashed\\n(at P=1 a method and "
+       "its +pipedream-lr variant coincide: no staleness, no discount)\"\n"
     << "plot " << target << " with lines lc 'black' lw 1 dt 3 title 'target'";
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const int c = color.emplace(runs[k].method, static_cast<int>(color.size()) + 1).first->second;
@@ -105,6 +106,7 @@ int main(int argc, char* argv[]) {
   app.add_option("--out", out_dir, "directory for losses.csv and loss.png")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  setenv("OMP_PROC_BIND", "false", 0);  // one OpenMP thread: binding is moot; keeps Kokkos quiet
   Kokkos::ScopeGuard guard(kokkos_settings());
   try {
     const auto data = load_data(o);

@@ -11,6 +11,7 @@
 #endif
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 namespace {
@@ -125,6 +126,7 @@ int main(int argc, char* argv[]) {
                "pipeline over threads or MPI; see docs/pipeline.md"};
   add_options(app, o);
   CLI11_PARSE(app, argc, argv);
+  setenv("OMP_PROC_BIND", "false", 0);  // one OpenMP thread (kokkos_settings): binding is moot; keeps Kokkos quiet
   if (o.transport == "threads") return run_threads_transport(o);
 #if DELAYOPT_PIPELINE_MPI
   return run_mpi_transport(argc, argv, o);
