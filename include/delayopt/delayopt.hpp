@@ -19,8 +19,13 @@
 
 #include "delayopt/basis/identity.hpp"
 #include "delayopt/basis/kronecker_eigen.hpp"
+#include "delayopt/delay/dc_asgd.hpp"
+#include "delayopt/delay/nesterov.hpp"
 #include "delayopt/delay/none.hpp"
+#include "delayopt/delay/stage_lr_discount.hpp"
+#include "delayopt/delay/weight_prediction.hpp"
 #include "delayopt/moment/adam.hpp"
+#include "delayopt/moment/nadam.hpp"
 #include "delayopt/schedule/constant.hpp"
 #include "delayopt/schedule/warmup_cosine.hpp"
 #include "delayopt/sim/delayed_gradients.hpp"

@@ -6,6 +6,8 @@
 /// docs/design.md explains the protocol and how to add a policy.
 #pragma once
 
+#include "delayopt/core/step_context.hpp"
+
 #include <Kokkos_Core.hpp>
 
 #include <concepts>
@@ -62,10 +64,18 @@ concept BasisPolicy = Policy<B> && requires {
   { B::is_identity } -> std::convertible_to<bool>;
 };
 
-/// Correction applied to stale gradients. `is_none` policies add no work.
+/// Correction for stale gradients: `lr_factor` scales the step from the staleness (host), `correct`
+/// adjusts a gradient element from dw = w_now - w_stale (when `needs_stale_params`), `finalize` sees
+/// each parameter's old and new value with `slots` per-element state arrays.
 template <class D>
-concept DelayPolicy = Policy<D> && requires {
+concept DelayPolicy = Policy<D> && requires(const typename D::Hyper& h, const StepContext& ctx, double g, double dw,
+                                            Kokkos::Array<double, (D::slots > 0 ? D::slots : 1)>& s) {
   { D::is_none } -> std::convertible_to<bool>;
+  { D::needs_stale_params } -> std::convertible_to<bool>;
+  { D::slots } -> std::convertible_to<int>;
+  { D::lr_factor(h, ctx, std::int64_t{0}) } -> std::convertible_to<double>;
+  { D::correct(D::template coeffs<double>(h, ctx), g, dw) } -> std::same_as<double>;
+  { D::finalize(D::template coeffs<double>(h, ctx), g, dw, s) } -> std::same_as<double>;
 };
 
 }  // namespace delayopt

@@ -54,8 +54,42 @@ struct GradSquaredNorm {
   }
 };
 
-/// The fused Identity-basis step: one pass reads p, g and the moment slots and writes p and the slots.
-template <class Moment, class T, class ExecSpace>
+/// Device-side view of a delay policy: its coefficients, the stale parameters (if it needs them)
+/// and its per-element slots.
+template <class Delay, class T, class ExecSpace>
+struct DelayKernelData {
+  static constexpr int DS = Delay::slots > 0 ? Delay::slots : 1;  // no zero-length arrays
+  using refs_view = Kokkos::View<BlockRef<T>*, typename ExecSpace::memory_space>;
+  typename Delay::template Coeffs<T> c;
+  refs_view stale;  // Delay::needs_stale_params only
+  Kokkos::Array<refs_view, DS> slots;
+
+  struct Pointers {
+    const T* stale;
+    T* s[DS];
+  };
+  KOKKOS_INLINE_FUNCTION Pointers pointers(std::uint32_t block) const {
+    Pointers x{};
+    if constexpr (Delay::needs_stale_params) x.stale = stale(block).data;
+    if constexpr (Delay::slots > 0)
+      for (int k = 0; k < Delay::slots; ++k) x.s[k] = slots[k](block).data;
+    return x;
+  }
+  /// Delay::finalize on element i (old and new parameter value), slots loaded and stored.
+  KOKKOS_FORCEINLINE_FUNCTION T finalize(const Pointers& x, std::size_t i, T p_old, T p_new) const {
+    if constexpr (Delay::slots > 0) {
+      Kokkos::Array<T, Delay::slots> ds;
+      for (int k = 0; k < Delay::slots; ++k) ds[k] = x.s[k][i];
+      p_new = Delay::finalize(c, p_old, p_new, ds);
+      for (int k = 0; k < Delay::slots; ++k) x.s[k][i] = ds[k];
+    }
+    return p_new;
+  }
+};
+
+/// The fused Identity-basis step: one pass reads p, g and the moment slots and writes p and the
+/// slots (plus the stale parameters and delay slots for the delay policies that use them).
+template <class Moment, class Delay, class T, class ExecSpace>
 struct FusedStep {
   static constexpr int N = Moment::slots;
   using memory_space = typename ExecSpace::memory_space;
@@ -63,6 +97,7 @@ struct FusedStep {
 
   refs_view p, g;
   Kokkos::Array<refs_view, N> s;
+  DelayKernelData<Delay, T, ExecSpace> delay;
   Kokkos::View<double, memory_space> grad_sqnorm;
   Kokkos::View<std::int64_t[2], memory_space> counters;
   typename Moment::Hyper hyper;
@@ -74,6 +109,7 @@ struct FusedStep {
     T* p;
     const T* g;
     T* s[N];
+    typename DelayKernelData<Delay, T, ExecSpace>::Pointers d;
     typename Moment::template Coeffs<T> c;
     T scale;
     bool skip;
@@ -90,6 +126,7 @@ struct FusedStep {
     x.p = p(ch.block).data;
     x.g = g(ch.block).data;
     for (int k = 0; k < N; ++k) x.s[k] = s[k](ch.block).data;
+    x.d = delay.pointers(ch.block);
     return x;
   }
 
@@ -97,52 +134,84 @@ struct FusedStep {
     const T pi = x.p[i];
     Kokkos::Array<T, N> si;
     for (int k = 0; k < N; ++k) si[k] = x.s[k][i];
-    const T delta = Moment::direction(x.c, Moment::gradient(x.c, x.g[i] * x.scale, pi), si);
-    x.p[i] = Moment::apply(x.c, pi, delta);
+    T gi = x.g[i] * x.scale;
+    if constexpr (Delay::needs_stale_params) gi = Delay::correct(delay.c, gi, pi - x.d.stale[i]);
+    const T delta = Moment::direction(x.c, Moment::gradient(x.c, gi, pi), si);
+    x.p[i] = delay.finalize(x.d, i, pi, Moment::apply(x.c, pi, delta));
     for (int k = 0; k < N; ++k) x.s[k][i] = si[k];
   }
 };
 
-/// Rotated path, pass 1: the effective gradient Moment::gradient(g * clip, p) in the parameter basis.
-template <class Moment, class T, class ExecSpace>
+/// Rotated path, pass 1: the effective gradient Moment::gradient(g * clip, p) in the parameter basis,
+/// with the delay correction when it acts in the coordinate basis.
+template <class Moment, class Delay, class T, class ExecSpace>
 struct EffectiveGradient {
   using memory_space = typename ExecSpace::memory_space;
   Kokkos::View<BlockRef<T>*, memory_space> p, g, out;
+  DelayKernelData<Delay, T, ExecSpace> delay;
   Kokkos::View<std::int64_t[2], memory_space> counters;
   typename Moment::Hyper hyper;
   double lr;
   T scale;
+  bool correct;  // apply Delay::correct here (coordinate basis)
 
   struct Context {
     const T* p;
     const T* g;
     T* out;
+    typename DelayKernelData<Delay, T, ExecSpace>::Pointers d;
     typename Moment::template Coeffs<T> c;
     bool skip;
   };
   KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
-    return {p(ch.block).data, g(ch.block).data, out(ch.block).data,
+    return {p(ch.block).data, g(ch.block).data, out(ch.block).data, delay.pointers(ch.block),
             Moment::template coeffs<T>(hyper, lr, counters(applied) + 1), false};
   }
   KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
-    x.out[i] = Moment::gradient(x.c, x.g[i] * scale, x.p[i]);
+    T gi = x.g[i] * scale;
+    if constexpr (Delay::needs_stale_params)
+      if (correct) gi = Delay::correct(delay.c, gi, x.p[i] - x.d.stale[i]);
+    x.out[i] = Moment::gradient(x.c, gi, x.p[i]);
   }
 };
 
-/// Rotated path, pass 2: the moment update on the projected gradient, in place (g~ -> increment~).
-template <class Moment, class T, class ExecSpace>
+/// Rotated path: w_now - w_stale into `out` (projected afterwards for a rotated-basis correction).
+template <class T, class ExecSpace>
+struct WeightDifference {
+  using memory_space = typename ExecSpace::memory_space;
+  Kokkos::View<BlockRef<T>*, memory_space> p, stale, out;
+  struct Context {
+    const T* p;
+    const T* stale;
+    T* out;
+    bool skip;
+  };
+  KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
+    return {p(ch.block).data, stale(ch.block).data, out(ch.block).data, false};
+  }
+  KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
+    x.out[i] = x.p[i] - x.stale[i];
+  }
+};
+
+/// Rotated path, pass 2: the moment update on the projected gradient, in place (g~ -> increment~),
+/// with the delay correction when it acts in the rotated basis (dw~ = U^T (w_now - w_stale) V).
+template <class Moment, class Delay, class T, class ExecSpace>
 struct RotatedDirection {
   static constexpr int N = Moment::slots;
   using memory_space = typename ExecSpace::memory_space;
   using refs_view = Kokkos::View<BlockRef<T>*, memory_space>;
-  refs_view x;
+  refs_view x, dw;  // dw: only read when `correct`
   Kokkos::Array<refs_view, N> s;
+  typename Delay::template Coeffs<T> dc;
   Kokkos::View<std::int64_t[2], memory_space> counters;
   typename Moment::Hyper hyper;
   double lr;
+  bool correct;
 
   struct Context {
     T* x;
+    const T* dw;
     T* s[N];
     typename Moment::template Coeffs<T> c;
     bool skip;
@@ -150,6 +219,7 @@ struct RotatedDirection {
   KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
     Context ctx;
     ctx.x = x(ch.block).data;
+    ctx.dw = correct ? dw(ch.block).data : nullptr;
     for (int k = 0; k < N; ++k) ctx.s[k] = s[k](ch.block).data;
     ctx.c = Moment::template coeffs<T>(hyper, lr, counters(applied) + 1);
     ctx.skip = false;
@@ -158,16 +228,21 @@ struct RotatedDirection {
   KOKKOS_FORCEINLINE_FUNCTION void element(const Context& ctx, const std::size_t i) const {
     Kokkos::Array<T, N> si;
     for (int k = 0; k < N; ++k) si[k] = ctx.s[k][i];
-    ctx.x[i] = Moment::direction(ctx.c, ctx.x[i], si);
+    T gi = ctx.x[i];
+    if constexpr (Delay::needs_stale_params)
+      if (correct) gi = Delay::correct(dc, gi, ctx.dw[i]);
+    ctx.x[i] = Moment::direction(ctx.c, gi, si);
     for (int k = 0; k < N; ++k) ctx.s[k][i] = si[k];
   }
 };
 
-/// Rotated path, pass 3: p <- Moment::apply(p, increment) with the increment back in the parameter basis.
-template <class Moment, class T, class ExecSpace>
+/// Rotated path, pass 3: p <- Moment::apply(p, increment) with the increment back in the parameter
+/// basis, then the delay policy's finalizer.
+template <class Moment, class Delay, class T, class ExecSpace>
 struct ApplyIncrement {
   using memory_space = typename ExecSpace::memory_space;
   Kokkos::View<BlockRef<T>*, memory_space> p, delta;
+  DelayKernelData<Delay, T, ExecSpace> delay;
   Kokkos::View<std::int64_t[2], memory_space> counters;
   typename Moment::Hyper hyper;
   double lr;
@@ -175,15 +250,17 @@ struct ApplyIncrement {
   struct Context {
     T* p;
     const T* d;
+    typename DelayKernelData<Delay, T, ExecSpace>::Pointers dp;
     typename Moment::template Coeffs<T> c;
     bool skip;
   };
   KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
-    return {p(ch.block).data, delta(ch.block).data, Moment::template coeffs<T>(hyper, lr, counters(applied) + 1),
-            false};
+    return {p(ch.block).data, delta(ch.block).data, delay.pointers(ch.block),
+            Moment::template coeffs<T>(hyper, lr, counters(applied) + 1), false};
   }
   KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
-    x.p[i] = Moment::apply(x.c, x.p[i], x.d[i]);
+    const T pi = x.p[i];
+    x.p[i] = delay.finalize(x.dp, i, pi, Moment::apply(x.c, pi, x.d[i]));
   }
 };
 
@@ -230,7 +307,6 @@ class Optimizer {
   using delay_type = Delay;
   using schedule_type = Schedule;
 
-  static_assert(Delay::is_none, "delayopt::Optimizer: delay compensation is not available in this version");
 
   /// Every hyperparameter of the composition. Use designated initializers; omitted fields keep defaults.
   struct Config {
@@ -265,8 +341,12 @@ class Optimizer {
     std::array<ParamSet<T, ExecSpace>, Moment::slots> moments;
     /// The basis' own state (factors, eigenbases, counters); empty for basis::Identity.
     typename Basis::template State<T, ExecSpace> basis;
-    /// Rotated bases only: effective gradient and projected increment, shaped like the parameters.
-    std::array<ParamSet<T, ExecSpace>, Basis::is_identity ? 0 : 2> scratch;
+    /// Rotated bases only: effective gradient, projected increment and (for a rotated-basis delay
+    /// correction) the projected weight difference, shaped like the parameters.
+    std::array<ParamSet<T, ExecSpace>, Basis::is_identity ? 0 : (Delay::needs_stale_params ? 3 : 2)> scratch;
+    /// Per-element state of the delay policy (Nesterov: the last step; weight prediction: the
+    /// velocity EMA), in the parameter basis.
+    std::array<ParamSet<T, ExecSpace>, Delay::slots> delay;
   };
 
   Optimizer() : Optimizer(Config{}) {}
@@ -286,14 +366,17 @@ class Optimizer {
       st.basis = Basis::init(config_.basis, params);
       for (auto& s : st.scratch) s = ParamSet<T, ExecSpace>::zeros_like(params, "delayopt::State::scratch");
     }
+    for (auto& d : st.delay) d = ParamSet<T, ExecSpace>::zeros_like(params, "delayopt::State::delay");
     return st;
   }
 
   /// Applies one step to `params` from `grads`, enqueued on `space`. Shapes are checked first: on any
-  /// error params and state are untouched. Fences only under NonFinitePolicy::throw_error.
+  /// error params and state are untouched. Fences only under NonFinitePolicy::throw_error, and with
+  /// rotated bases (docs/design.md). `stale_params` are the parameters the gradient was taken at, for
+  /// delay policies that need them (delay::DCASGD).
   template <class T, class ExecSpace, class Grads>
   void update(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const Grads& grads, State<T, ExecSpace>& state,
-              const StepContext& ctx = {}) const {
+              const StepContext& ctx = {}, const ParamSet<T, ExecSpace>* stale_params = nullptr) const {
     static_assert(std::is_same_v<Grads, ParamSet<T, ExecSpace>>,
                   "delayopt::Optimizer::update: grads must be a ParamSet with the same value type and execution "
                   "space as params");
@@ -301,14 +384,27 @@ class Optimizer {
     ParamSet<T, ExecSpace>::require_same_shapes(params, grads, "delayopt::Optimizer::update", "params", "grads");
     ParamSet<T, ExecSpace>::require_same_shapes(params, state.moments[0], "delayopt::Optimizer::update", "params",
                                                 "state");
+    if constexpr (Delay::needs_stale_params) {
+      if (!stale_params)
+        throw invalid_input(std::string("delayopt::Optimizer::update: ") + Delay::name +
+                            " needs the parameters the gradient was taken at (stale_params)");
+      ParamSet<T, ExecSpace>::require_same_shapes(params, *stale_params, "delayopt::Optimizer::update", "params",
+                                                  "stale_params");
+    }
     hyper::require_nonnegative("StepContext", "lr_scale", ctx.lr_scale);
-    const double lr = config_.schedule(ctx.step >= 0 ? ctx.step : state.calls) * ctx.lr_scale;
+    hyper::require_nonnegative("StepContext", "tau", ctx.tau);
+    const std::int64_t step = ctx.step >= 0 ? ctx.step : state.calls;
+    const double lr = config_.schedule(step) * ctx.lr_scale * Delay::lr_factor(config_.delay, ctx, step);
     hyper::require_nonnegative("schedule", "lr", lr);
 
+    detail::DelayKernelData<Delay, T, ExecSpace> delay{Delay::template coeffs<T>(config_.delay, ctx), {}, {}};
+    if constexpr (Delay::needs_stale_params) delay.stale = stale_params->refs();
+    for (int k = 0; k < Delay::slots; ++k) delay.slots[k] = state.delay[k].refs();
+
     if constexpr (Basis::is_identity)
-      update_fused(space, params, grads, state, lr);
+      update_fused(space, params, grads, state, lr, delay);
     else
-      update_rotated(space, params, grads, state, lr);
+      update_rotated(space, params, grads, state, lr, delay, stale_params);
     ++state.calls;
   }
 
@@ -328,6 +424,7 @@ class Optimizer {
   static std::size_t state_bytes(const State<T, ExecSpace>& state) {
     std::size_t bytes = sizeof(std::int64_t) * 2;
     for (const auto& m : state.moments) bytes += m.total_size() * sizeof(T);
+    for (const auto& d : state.delay) bytes += d.total_size() * sizeof(T);
     if constexpr (!Basis::is_identity) bytes += Basis::state_bytes(state.basis);
     return bytes;
   }
@@ -345,6 +442,7 @@ class Optimizer {
       out.basis = Basis::clone(space, state.basis);
       for (std::size_t k = 0; k < out.scratch.size(); ++k) out.scratch[k] = state.scratch[k].clone(space);
     }
+    for (int k = 0; k < Delay::slots; ++k) out.delay[k] = state.delay[k].clone(space);
     return out;
   }
 
@@ -365,13 +463,14 @@ class Optimizer {
   /// Identity basis: one fused pass; a non-finite gradient cancels the pass on the device.
   template <class T, class ExecSpace>
   void update_fused(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const ParamSet<T, ExecSpace>& grads,
-                    State<T, ExecSpace>& state, double lr) const {
+                    State<T, ExecSpace>& state, double lr,
+                    const detail::DelayKernelData<Delay, T, ExecSpace>& delay) const {
     const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
     if (check || config_.clip_global_norm > 0) reduce_grad_sqnorm(space, params, grads, state);
     if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
-    detail::FusedStep<Moment, T, ExecSpace> step{params.refs(), grads.refs(), {}, state.grad_sqnorm,
-                                                 state.counters, config_.moment, lr, config_.clip_global_norm,
-                                                 check};
+    detail::FusedStep<Moment, Delay, T, ExecSpace> step{
+        params.refs(), grads.refs(), {},  delay, state.grad_sqnorm, state.counters, config_.moment, lr,
+        config_.clip_global_norm, check};
     for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
     detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
     finish(space, state, check);
@@ -381,7 +480,8 @@ class Optimizer {
   /// back -> apply. The basis works on host data with Eigen, so this path fences `space`.
   template <class T, class ExecSpace>
   void update_rotated(const ExecSpace& space, ParamSet<T, ExecSpace>& params, const ParamSet<T, ExecSpace>& grads,
-                      State<T, ExecSpace>& state, double lr) const {
+                      State<T, ExecSpace>& state, double lr, const detail::DelayKernelData<Delay, T, ExecSpace>& delay,
+                      const ParamSet<T, ExecSpace>* stale_params) const {
     const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
     double n2 = 0.0;
     if (check || config_.clip_global_norm > 0) {
@@ -397,10 +497,11 @@ class Optimizer {
     const double coef = config_.clip_global_norm > 0 ? config_.clip_global_norm / (std::sqrt(n2) + 1e-6) : 1.0;
     auto& geff = state.scratch[0];
     auto& work = state.scratch[1];
+    const bool rotated_correction = delay_in_rotated_basis();
     detail::for_each_chunk(space, "delayopt::effective_gradient", params.chunks(),
-                           detail::EffectiveGradient<Moment, T, ExecSpace>{params.refs(), grads.refs(), geff.refs(),
-                                                                           state.counters, config_.moment, lr,
-                                                                           static_cast<T>(std::min(coef, 1.0))});
+                           detail::EffectiveGradient<Moment, Delay, T, ExecSpace>{
+                               params.refs(), grads.refs(), geff.refs(), delay, state.counters, config_.moment, lr,
+                               static_cast<T>(std::min(coef, 1.0)), !rotated_correction});
     compat::fence(space, "delayopt::Optimizer::update: effective gradient");
 
     const auto settings = Basis::settings(config_.basis, moment_beta1(), moment_beta2());
@@ -409,17 +510,39 @@ class Optimizer {
     if (!Basis::begin_step(space, settings, state.basis, geff, state.moments, linear, second, work)) return;
 
     Basis::project(space, state.basis, geff, work);
-    detail::RotatedDirection<Moment, T, ExecSpace> dir{work.refs(), {}, state.counters, config_.moment, lr};
+    detail::RotatedDirection<Moment, Delay, T, ExecSpace> dir{work.refs(), work.refs(),     {}, delay.c,
+                                                               state.counters, config_.moment, lr, false};
+    if constexpr (Delay::needs_stale_params) {
+      if (rotated_correction) {  // dw~ = U^T (w_now - w_stale) V
+        auto& dw = state.scratch[2];
+        detail::for_each_chunk(space, "delayopt::weight_difference", params.chunks(),
+                               detail::WeightDifference<T, ExecSpace>{params.refs(), stale_params->refs(), dw.refs()});
+        compat::fence(space, "delayopt::Optimizer::update: weight difference");
+        Basis::project(space, state.basis, dw, dw);
+        dir.dw = dw.refs();
+        dir.correct = true;
+      }
+    } else {
+      (void)stale_params;
+    }
     for (int k = 0; k < Moment::slots; ++k) dir.s[k] = state.moments[k].refs();
     detail::for_each_chunk(space, "delayopt::rotated_direction", params.chunks(), dir);
     compat::fence(space, "delayopt::Optimizer::update: rotated direction");
     Basis::project_back(space, state.basis, work);
     detail::for_each_chunk(space, "delayopt::apply_increment", params.chunks(),
-                           detail::ApplyIncrement<Moment, T, ExecSpace>{params.refs(), work.refs(), state.counters,
-                                                                        config_.moment, lr});
+                           detail::ApplyIncrement<Moment, Delay, T, ExecSpace>{params.refs(), work.refs(), delay,
+                                                                               state.counters, config_.moment, lr});
     finish(space, state, false);
     compat::fence(space, "delayopt::Optimizer::update: before refresh");
     Basis::end_step(space, settings, state.basis, state.moments, linear, second);
+  }
+
+  /// Whether the delay correction acts in the rotated coordinates (delay::DCASGD::Hyper::in_rotated_basis).
+  bool delay_in_rotated_basis() const {
+    if constexpr (requires { config_.delay.in_rotated_basis; })
+      return config_.delay.in_rotated_basis;
+    else
+      return false;
   }
 
   double moment_beta1() const {
