@@ -144,6 +144,9 @@ inline void add_options(CLI::App& app, RunOptions& o) {
 
 /// The network for `o` on data `d`.
 inline MlpSpec make_spec(const RunOptions& o, const Dataset& d) {
+  if (o.blocks < o.stages || o.blocks % o.stages != 0)
+    throw std::invalid_argument("--blocks " + std::to_string(o.blocks) + " must be a multiple of --stages " +
+                                std::to_string(o.stages) + " (every stage owns the same number of blocks)");
   MlpSpec s;
   s.hidden = o.hidden > 0 ? o.hidden : (o.model == ModelKind::charlm ? 128 : 64);
   s.blocks = o.blocks;

@@ -361,7 +361,10 @@ TEST_CASE("the driver's --inject-failure reaches the executor", "[pipeline]") {
 TEST_CASE("bad configurations are rejected with a clear message", "[pipeline]") {
   RunOptions o = small_options(3, "adam");  // 4 blocks over 3 stages
   const auto data = load_data(o);
-  CHECK_THROWS_WITH(make_spec(o, *data), CONTAINS("must be a multiple of the number of stages"));
+  CHECK_THROWS_WITH(make_spec(o, *data), CONTAINS("--blocks 4 must be a multiple of --stages 3"));
+  MlpSpec bad;
+  bad.blocks = 6;
+  CHECK_THROWS_WITH(bad.validate(4), CONTAINS("blocks (6) must be a multiple of the number of stages (4)"));
   RunOptions m = small_options(2, "adamw-typo");
   const auto spec = make_spec(m, *data);
   CHECK_THROWS_WITH(make_runner(m, spec, data, 0), CONTAINS("unknown method 'adamw-typo'"));
