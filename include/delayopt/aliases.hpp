@@ -7,6 +7,7 @@
 #include "delayopt/core/optimizer.hpp"
 #include "delayopt/delay/none.hpp"
 #include "delayopt/moment/adam.hpp"
+#include "delayopt/moment/nadam.hpp"
 
 namespace delayopt {
 
@@ -21,6 +22,12 @@ template <class Schedule = schedule::Constant>
 using SOAPWith = Optimizer<basis::KroneckerEigen, moment::Adam, delay::None, Schedule>;
 using SOAP = SOAPWith<>;
 
+/// NAdam with beta1 = 0.99: the asynchronous-pipeline Nesterov baseline (Ajanthan et al. 2025).
+using NAdam = Optimizer<basis::Identity, moment::NAdam, delay::None>;
+
+/// NAdam run inside the Kronecker eigenbasis.
+using RotatedNAdam = Optimizer<basis::KroneckerEigen, moment::NAdam, delay::None>;
+
 /// Adam in the eigenbasis of each block's full gradient covariance (small blocks).
 using FullEigenAdam = Optimizer<basis::FullEigen, moment::Adam, delay::None>;
 
@@ -33,6 +40,19 @@ inline SOAP::Config soap_config(double lr = 3e-3) {
   c.moment.beta2 = 0.95;
   c.moment.weight_decay = 0.01;
   c.moment.weight_decay_mode = moment::Adam::WeightDecay::decoupled_after_update;
+  c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+  return c;
+}
+
+/// The basis-rotation paper's optimizer (arXiv 2602.03515, Alg. 1, its launch settings): two-sided
+/// covariance basis in the paper's ordering, refresh every 10, betas (0.9, 0.999), eps added to
+/// sqrt(v) before bias correction, decoupled weight decay 0.01 before the step.
+inline SOAP::Config basis_rotation_config(double lr = 1e-3) {
+  SOAP::Config c;
+  c.basis.ordering = basis::Ordering::paper;
+  c.schedule.lr = lr;
+  c.moment.weight_decay = 0.01;
+  c.moment.weight_decay_mode = moment::Adam::WeightDecay::decoupled;
   c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
   return c;
 }
