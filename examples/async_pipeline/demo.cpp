@@ -83,7 +83,7 @@ int main(int argc, char* argv[]) {
   RunOptions o;
   o.steps = 2000;
   std::vector<int> stages{1, 8};
-  std::vector<std::string> methods{"adam", "pipedream-lr", "rot-cov-bi", "rot-cov-bi+pipedream-lr"};
+  std::vector<std::string> methods{"adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"};
   std::string out_dir = "pipeline_demo";
   app.add_option("--stages", stages, "pipeline depths to run (the first is the baseline)")
       ->delimiter(',')

@@ -103,6 +103,7 @@ inline const std::vector<MethodInfo>& method_table() {
   static const std::vector<MethodInfo> table{
       {"adam", "Adam in the coordinate basis, no delay compensation", 1e-3},
       {"pipedream-lr", "Adam with the PipeDream-LR stage discount lr / tau^(1 - min(t/T, 1))", 1e-3},
+      {"nesterov", "NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)", 1e-3},
       {"soap", "SOAP (published ordering and defaults: betas 0.95, refresh 10)", 4e-3},
       {"rot-cov-bi", "basis rotation: paper ordering, covariance eigenbasis, both sides, refresh 10", 4e-3},
       {"rot-cov-uni", "basis rotation: paper ordering, covariance eigenbasis, smaller side only", 2e-3},
@@ -115,7 +116,7 @@ inline const std::vector<MethodInfo>& method_table() {
 inline std::string method_names() {
   std::string out;
   for (const auto& m : method_table()) out += std::string(out.empty() ? "" : ", ") + m.name;
-  return out + ", and <rotation or soap>+pipedream-lr";
+  return out + ", and <rotation or soap>+pipedream-lr, <rotation or soap>+nesterov (NAdam inside the basis)";
 }
 
 struct MethodOptions {
@@ -133,7 +134,8 @@ AnyOptimizer<T, Space> make_method(const std::string& name, const MethodOptions&
   const std::string modifier = plus == std::string::npos ? "" : name.substr(plus + 1);
   const auto it = std::find_if(method_table().begin(), method_table().end(),
                                [&](const MethodInfo& m) { return base == m.name; });
-  const bool ok_modifier = modifier.empty() || (modifier == "pipedream-lr" && base != "adam" && base != "pipedream-lr");
+  const bool rotated = base != "adam" && base != "pipedream-lr" && base != "nesterov";
+  const bool ok_modifier = modifier.empty() || ((modifier == "pipedream-lr" || modifier == "nesterov") && rotated);
   if (it == method_table().end() || !ok_modifier)
     throw std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   const double lr = o.lr > 0 ? o.lr : it->lr;
@@ -143,6 +145,10 @@ AnyOptimizer<T, Space> make_method(const std::string& name, const MethodOptions&
   if (base == "adam" || base == "pipedream-lr") {
     const delayopt::Adam opt({.schedule = {.lr = lr}});
     return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::Adam, T, Space>(opt, space, params, rule));
+  }
+  if (base == "nesterov") {
+    const delayopt::NAdam opt({.schedule = {.lr = lr}});
+    return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::NAdam, T, Space>(opt, space, params, rule));
   }
   delayopt::SOAP::Config c;
   if (base == "soap") {
@@ -155,6 +161,13 @@ AnyOptimizer<T, Space> make_method(const std::string& name, const MethodOptions&
     c.basis.source = base == "rot-mom-bi" ? delayopt::basis::Source::momentum : delayopt::basis::Source::covariance;
     c.basis.geometry =
         base == "rot-cov-uni" ? delayopt::basis::Geometry::one_sided : delayopt::basis::Geometry::two_sided;
+  }
+  if (modifier == "nesterov") {  // the same basis with NAdam (beta1 = 0.99) as the moment policy
+    delayopt::RotatedNAdam::Config n;
+    n.basis = c.basis;
+    n.schedule = c.schedule;
+    return AnyOptimizer<T, Space>(
+        StatefulOptimizer<delayopt::RotatedNAdam, T, Space>(delayopt::RotatedNAdam(n), space, params, rule));
   }
   return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::SOAP, T, Space>(delayopt::SOAP(c), space, params, rule));
 }
