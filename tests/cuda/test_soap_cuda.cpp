@@ -4,6 +4,8 @@
 #include "../support/catch.hpp"
 #include "../support/helpers.hpp"
 
+#include <cstdio>
+
 using namespace delayopt;
 using Host = Kokkos::DefaultHostExecutionSpace;
 using Dev = Kokkos::Cuda;
@@ -34,7 +36,10 @@ std::vector<T> run(const auto& space, auto params, const std::vector<std::vector
 
 TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][soap]", float, double) {
   using T = TestType;
-  const std::vector<BlockShape> shapes{{"W1", 2, 64, 48}, {"W2", 2, 16, 128}, {"b", 1, 40}};
+  // Square blocks: the first gradient's factors G G^T and G^T G are then full rank, so the initial
+  // eigenbasis is unique up to signs. (A rank-deficient first factor leaves an arbitrary basis of its
+  // null space, and two correct eigensolvers then give trajectories that differ at O(lr).)
+  const std::vector<BlockShape> shapes{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 1);
   std::vector<std::vector<T>> grads;
@@ -45,14 +50,15 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
   }
   ParamSet<T, Dev> pd(shapes);
   for (std::size_t b = 0; b < shapes.size(); ++b) Kokkos::deep_copy(pd.flat(b), ph.flat(b));
-  const SOAP opt({.basis = {.refresh_every = 5, .rank1 = basis::Rank1::full}, .schedule = {.lr = 1e-3}});
+  const SOAP opt({.basis = {.refresh_every = 5}, .schedule = {.lr = 1e-3}});
   std::int64_t fh = 0, fd = 0;
   const auto host = run<T>(Host(), ph.clone(Host()), grads, opt, &fh);
   const auto dev = run<T>(Dev(), pd, grads, opt, &fd);
   const double tol = std::is_same_v<T, double> ? 1e-10 : 1e-3;
   double worst = 0;
   for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
-  CAPTURE(worst);
+  std::printf("%s: max |host - cuda| over the parameters after 25 steps: %.3e\n",
+              std::is_same_v<T, double> ? "double" : "float", worst);
   CHECK(worst <= tol);
   CHECK(fh == 0);
   CHECK(fd == 0);
