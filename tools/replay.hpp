@@ -18,6 +18,21 @@ namespace delayopt::reference {
 struct Deviation {
   std::map<std::string, double> max_abs;
   std::map<std::string, int> worst_call;
+  /// Compares the parameters after call `c` (host copies from `values(block)`) with the trajectory.
+  template <class Values>
+  void record(const Run& run, int c, Values&& values) {
+    for (std::size_t b = 0; b < run.param_names.size(); ++b) {
+      const auto& name = run.param_names[b];
+      const auto x = values(b);
+      const auto& ref = run.trajectory[c - 1].at(name);
+      double m = 0;
+      for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - ref[i]));
+      if (m >= max_abs[name]) {
+        max_abs[name] = m;
+        worst_call[name] = c;
+      }
+    }
+  }
   double overall() const {
     double m = 0;
     for (const auto& [k, v] : max_abs) m = std::max(m, v);
@@ -172,17 +187,7 @@ Deviation replay_soap(const ExecSpace& space, const Problem& problem, const Run&
   for (int c = from_call + 1; c <= to_call; ++c) {
     fill_gradients(space, problem, run, params, grads);
     opt.update(space, params, grads, state);
-    for (std::size_t b = 0; b < params.num_blocks(); ++b) {
-      const auto& name = run.param_names[b];
-      const auto x = to_host(params, b);
-      const auto& ref = run.trajectory[c - 1].at(name);
-      double m = 0;
-      for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - ref[i]));
-      if (m >= dev.max_abs[name]) {
-        dev.max_abs[name] = m;
-        dev.worst_call[name] = c;
-      }
-    }
+    dev.record(run, c, [&](std::size_t b) { return to_host(params, b); });
   }
   if (params_out) *params_out = params;
   if (state_out) *state_out = state;
@@ -203,17 +208,7 @@ Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run&
   for (int c = 1; c <= run.steps; ++c) {
     fill_gradients(space, problem, run, params, grads);
     opt.update(space, params, grads, state);
-    for (std::size_t b = 0; b < params.num_blocks(); ++b) {
-      const auto& name = run.param_names[b];
-      const auto x = to_host(params, b);
-      const auto& ref = run.trajectory[c - 1].at(name);
-      double m = 0;
-      for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - ref[i]));
-      if (m >= dev.max_abs[name]) {
-        dev.max_abs[name] = m;
-        dev.worst_call[name] = c;
-      }
-    }
+    dev.record(run, c, [&](std::size_t b) { return to_host(params, b); });
   }
   for (std::size_t b = 0; b < params.num_blocks(); ++b) {
     if (final_m) (*final_m)[run.param_names[b]] = to_host(state.moments[0], b);

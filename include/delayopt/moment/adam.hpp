@@ -77,8 +77,8 @@ struct Adam {
   static constexpr SlotKind slot_kinds[slots] = {SlotKind::linear, SlotKind::second_moment};
 
   /// The gradient the moments see: g + wd p under coupled L2 (in the parameter basis).
-  template <class T>
-  KOKKOS_FORCEINLINE_FUNCTION static T gradient(const Coeffs<T>& c, T g, T p) {
+  template <class C, class T>
+  KOKKOS_FORCEINLINE_FUNCTION static T gradient(const C& c, T g, T p) {
     return g + c.l2 * p;
   }
 
@@ -93,8 +93,9 @@ struct Adam {
   }
 
   /// New parameter value from the old one and the increment `delta` (in the parameter's basis).
-  template <class T>
-  KOKKOS_FORCEINLINE_FUNCTION static T apply(const Coeffs<T>& c, T p, T delta) {
+  /// Generic in the coefficient type: moment::NAdam shares it (fields decay, decay_after).
+  template <class C, class T>
+  KOKKOS_FORCEINLINE_FUNCTION static T apply(const C& c, T p, T delta) {
     return c.decay_after ? (p + delta) * c.decay : p * c.decay + delta;
   }
 };

@@ -67,9 +67,10 @@ struct NAdam {
                      h.weight_decay_mode == WeightDecay::decoupled_after_update};
   }
 
+  // Weight decay (coupled L2 in `gradient`, decoupled in `apply`) is Adam's.
   template <class T>
   KOKKOS_FORCEINLINE_FUNCTION static T gradient(const Coeffs<T>& c, T g, T p) {
-    return g + c.l2 * p;
+    return Adam::gradient(c, g, p);
   }
 
   template <class T>
@@ -82,7 +83,7 @@ struct NAdam {
 
   template <class T>
   KOKKOS_FORCEINLINE_FUNCTION static T apply(const Coeffs<T>& c, T p, T delta) {
-    return c.decay_after ? (p + delta) * c.decay : p * c.decay + delta;
+    return Adam::apply(c, p, delta);
   }
 };
 
