@@ -5,6 +5,8 @@
 #include "support/spaces.hpp"
 
 #include <cmath>
+#include <numbers>
+#include <numeric>
 
 using namespace delayopt;
 using delayopt::test::bitwise_equal;
@@ -184,4 +186,66 @@ TEST_CASE("DC-ASGD in the rotated basis differs from the coordinate-basis correc
   const auto a = host_values(pr), b = host_values(pc);
   CHECK_FALSE(bitwise_equal(a, b));
   for (double x : a) REQUIRE(std::isfinite(x));
+}
+
+TEST_CASE("misalignment probe: 1 for a diagonal Hessian, 1 + |a-b| |sin 2t| / (a+b) for a rotated 2x2", "[probe]") {
+  // Diagonal: Hutchinson's trace is exact and every row's Cauchy median estimates |h_ii|.
+  const std::size_t n = 50;
+  probe::Vector d(n);
+  for (std::size_t i = 0; i < n; ++i) d[i] = std::pow(10.0, -2.0 * i / (n - 1));
+  const probe::Hvp diag = [&](const probe::Vector& v, probe::Vector& out) {
+    out.resize(n);
+    for (std::size_t i = 0; i < n; ++i) out[i] = d[i] * v[i];
+  };
+  const auto m = probe::misalignment(n, diag, 4000, 1);
+  CHECK(m.ratio == Approx(1.0).epsilon(0.02));
+
+  // Rotated 2x2: H = R diag(3, 1) R^T with R a rotation by pi/4: ratio 1 + 2 * 1 / 4 = 1.5.
+  const double c = std::cos(std::numbers::pi / 4), s = std::sin(std::numbers::pi / 4);
+  const double h11 = 3 * c * c + s * s, h22 = 3 * s * s + c * c, h12 = 2 * c * s;
+  const probe::Hvp rot = [&](const probe::Vector& v, probe::Vector& out) {
+    out = {h11 * v[0] + h12 * v[1], h12 * v[0] + h22 * v[1]};
+  };
+  const auto r = probe::misalignment(2, rot, 20000, 2);
+  CHECK(r.ratio == Approx(1.5).epsilon(0.04));
+  // In its eigenbasis the same Hessian is diagonal again: the probe after rotation.
+  const probe::Vector Q{c, -s, s, c};  // columns: eigenvectors of H
+  const auto after = probe::misalignment(2, probe::rotated(rot, Q, 2), 20000, 3);
+  CHECK(after.ratio == Approx(1.0).epsilon(0.02));
+  // Finite differences of a gradient give the same Hessian-vector products.
+  const auto grad = [&](const probe::Vector& w, probe::Vector& g) { rot(w, g); };
+  const auto fd = probe::misalignment(2, probe::hvp_from_gradients(grad, {0.3, -0.2}), 20000, 2);
+  CHECK(fd.ratio == Approx(r.ratio).epsilon(1e-6));
+}
+
+TEST_CASE("stage-aware refresh: the split spends exactly the budget, and a basis spends its share", "[refresh]") {
+  using schedule::RefreshSplit;
+  for (int P : {1, 2, 3, 8, 16, 32})
+    for (std::int64_t total : {0, 1, 7, 100, 333})
+      for (auto split : {RefreshSplit::uniform, RefreshSplit::proportional, RefreshSplit::inverse}) {
+        const auto n = schedule::split_refresh_budget(P, total, split);
+        REQUIRE(std::accumulate(n.begin(), n.end(), std::int64_t{0}) == total);
+      }
+  // Proportional to tau_i + 1 = P - i: the stalest stage refreshes most.
+  CHECK(schedule::split_refresh_budget(4, 100, RefreshSplit::proportional) == std::vector<std::int64_t>{40, 30, 20, 10});
+  CHECK(schedule::split_refresh_budget(4, 100, RefreshSplit::inverse) == std::vector<std::int64_t>{10, 20, 30, 40});
+  CHECK(schedule::split_refresh_budget(3, 10, RefreshSplit::uniform) == std::vector<std::int64_t>{4, 3, 3});
+  CHECK_THROWS_AS(schedule::split_refresh_budget(0, 10, RefreshSplit::uniform), invalid_input);
+
+  // A stage given 7 refreshes per 40-step window refreshes exactly 7 times in each of 3 windows.
+  using E = Kokkos::DefaultHostExecutionSpace;
+  E space;
+  ParamSet<double, E> p({{"W", 2, 6, 4}}), g({{"W", 2, 6, 4}});
+  delayopt::test::fill_random(space, p, 3);
+  const SOAP opt({.basis = {.ordering = basis::Ordering::paper, .refresh_window = 40, .refreshes_per_window = 7},
+                  .schedule = {.lr = 1e-3}});
+  auto st = opt.init(space, p);
+  for (unsigned t = 0; t < 120; ++t) {
+    delayopt::test::fill_random(space, g, 800 + t);
+    opt.update(space, p, g, st);
+  }
+  space.fence();
+  CHECK(st.basis.refreshes == 21);
+  CHECK_THROWS_WITH(SOAP({.basis = {.refresh_window = 10, .refreshes_per_window = 11}}),
+                    Catch::Contains("refreshes_per_window = 11 is outside [0, 10]"));
 }

@@ -26,7 +26,9 @@
 #include "delayopt/delay/weight_prediction.hpp"
 #include "delayopt/moment/adam.hpp"
 #include "delayopt/moment/nadam.hpp"
+#include "delayopt/probe/misalignment.hpp"
 #include "delayopt/schedule/constant.hpp"
+#include "delayopt/schedule/refresh_budget.hpp"
 #include "delayopt/schedule/warmup_cosine.hpp"
 #include "delayopt/sim/delayed_gradients.hpp"
 

@@ -68,9 +68,19 @@ struct EigenSettings {
   Source source = Source::covariance;
   Ordering ordering = Ordering::soap;
   int refresh_every = 10;
+  std::int64_t refresh_window = 0;        // > 0: refreshes_per_window refreshes per window instead
+  std::int64_t refreshes_per_window = 0;
   double beta = 0.999;   // factor EMA
   double beta1 = 0.9;    // look-ahead momentum of the momentum source
   bool retry_in_double = true;
+
+  /// Whether the t-th step (1-based) refreshes: every refresh_every steps, or refreshes_per_window
+  /// evenly spaced refreshes in every window of refresh_window steps.
+  bool due(std::int64_t t) const {
+    if (refresh_window <= 0) return t % refresh_every == 0;
+    const std::int64_t k = (t - 1) % refresh_window;  // position in the window, 0-based
+    return (k + 1) * refreshes_per_window / refresh_window > k * refreshes_per_window / refresh_window;
+  }
 };
 
 /// State of an eigenbasis over all blocks of a ParamSet.
@@ -407,15 +417,14 @@ struct EigenbasisPolicy {
     const bool first = st.calls++ == 0;
     if (s.source == Source::covariance) Ops::accumulate(space, st, g, s.beta);
     const bool paper = s.ordering == Ordering::paper;
-    if (s.source == Source::momentum && (first || (paper && st.calls % s.refresh_every == 0)))
+    if (s.source == Source::momentum && (first || (paper && s.due(st.calls))))
       Ops::lookahead(space, st, s.beta1, g, linear_slots.empty() || first ? nullptr : &slots[linear_slots[0]],
                      lookahead);
     if (first) {
       Ops::initialize(space, st, s, &lookahead);
       return paper;  // SOAP skips the update on its first call
     }
-    if (paper && st.calls % s.refresh_every == 0)
-      refresh(space, s, st, slots, linear_slots, second_slots, &lookahead);
+    if (paper && s.due(st.calls)) refresh(space, s, st, slots, linear_slots, second_slots, &lookahead);
     return true;
   }
 
@@ -425,7 +434,7 @@ struct EigenbasisPolicy {
                        const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
                        const std::vector<int>& second_slots) {
     const std::int64_t t = st.calls - 1;  // SOAP's step: its first call updates nothing
-    if (s.ordering != Ordering::soap || t % s.refresh_every != 0) return;
+    if (s.ordering != Ordering::soap || !s.due(t)) return;
     // After the update the first moment already is the look-ahead momentum beta1 m + (1-beta1) g.
     const ParamSet<T, ExecSpace>* m = linear_slots.empty() ? nullptr : &slots[linear_slots[0]];
     ParamSet<T, ExecSpace> orig;
@@ -468,9 +477,17 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
     Rank1 rank1 = Rank1::identity;
     /// Retry a failed float eigensolve / QR in double before keeping the previous basis.
     bool retry_in_double = true;
+    /// > 0: instead of every refresh_every steps, refresh refreshes_per_window times, evenly spaced,
+    /// in every window of this many steps (a stage's share of a refresh budget,
+    /// schedule::split_refresh_budget).
+    std::int64_t refresh_window = 0;
+    std::int64_t refreshes_per_window = 0;
 
     void validate() const {
       hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
+      hyper::require_nonnegative(name, "refresh_window", static_cast<double>(refresh_window));
+      hyper::require_in(name, "refreshes_per_window", static_cast<double>(refreshes_per_window), 0,
+                        hyper::bound::closed, static_cast<double>(refresh_window), hyper::bound::closed);
       if (beta >= 0) hyper::require_unit_interval(name, "beta", beta);
       hyper::require_in(name, "max_dim", static_cast<double>(max_dim), 1, hyper::bound::closed, INFINITY,
                         hyper::bound::open);
@@ -500,7 +517,9 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
-    return {h.source, h.ordering, h.refresh_every, h.beta >= 0 ? h.beta : beta2, beta1, h.retry_in_double};
+    return {h.source,         h.ordering,           h.refresh_every,
+            h.refresh_window, h.refreshes_per_window, h.beta >= 0 ? h.beta : beta2,
+            beta1,            h.retry_in_double};
   }
 };
 
@@ -543,7 +562,8 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
-    return {Source::covariance, h.ordering, h.refresh_every, h.beta >= 0 ? h.beta : beta2, beta1, h.retry_in_double};
+    return {Source::covariance, h.ordering, h.refresh_every, 0, 0, h.beta >= 0 ? h.beta : beta2, beta1,
+            h.retry_in_double};
   }
 };
 
