@@ -39,8 +39,8 @@ void fill(Set& s, unsigned seed) {
 // the first moment back and forth 2 (2 m^2 n + 2 m n^2).
 double step_flops(double m, double n) {
   const double per_step = m * m * n + n * n * m + 2 * (2 * m * m * n + 2 * m * n * n);
-  const double refresh = 2 * m * m * m + 2 * n * n * n + 8.0 / 3 * (m * m * m + n * n * n) +
-                         2 * (2 * m * m * n + 2 * m * n * n);
+  const double refresh =
+      2 * m * m * m + 2 * n * n * n + 8.0 / 3 * (m * m * m + n * n * n) + 2 * (2 * m * m * n + 2 * m * n * n);
   return per_step + refresh / kRefresh;
 }
 
@@ -52,7 +52,10 @@ struct Fixture {
   E space;
 
   Fixture(std::size_t m_, std::size_t n_)
-      : m(m_), n(n_), params({{"W", 2, m_, n_}}), grads({{"W", 2, m_, n_}}),
+      : m(m_),
+        n(n_),
+        params({{"W", 2, m_, n_}}),
+        grads({{"W", 2, m_, n_}}),
         opt({.basis = {.refresh_every = kRefresh}, .moment = {.beta2 = 0.99}, .schedule = {.lr = 1e-4}}) {
     fill(params, 1);
     fill(grads, 2);
@@ -104,7 +107,9 @@ void BM_SOAPPart(benchmark::State& bs) {
   for (auto _ : bs) {
     Kokkos::Timer t;
     switch (part) {
-      case accumulate: Ops::accumulate(f.space, st, f.grads, 0.99); break;
+      case accumulate:
+        Ops::accumulate(f.space, st, f.grads, 0.99);
+        break;
       case project:  // into the basis and back: both per-step projections
         delayopt::basis::KroneckerEigen::project(f.space, st, f.grads, work);
         delayopt::basis::KroneckerEigen::project_back(f.space, st, work);
@@ -112,7 +117,9 @@ void BM_SOAPPart(benchmark::State& bs) {
       case update:  // the element-wise passes; Adam's fused step moves the same bytes
         adam.update(f.space, f.params, f.grads, adam_state);
         break;
-      case refresh: Ops::refresh(f.space, st, settings, {&f.state.moments[0]}, {&f.state.moments[1]}, nullptr); break;
+      case refresh:
+        Ops::refresh(f.space, st, settings, {&f.state.moments[0]}, {&f.state.moments[1]}, nullptr);
+        break;
     }
     f.space.fence();
     bs.SetIterationTime(t.seconds());
@@ -124,9 +131,7 @@ const char* part_name(int p) {
   return names[p];
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  b->Args({1024, 1024})->Args({4096, 1024});
-}
+void shapes(benchmark::internal::Benchmark* b) { b->Args({1024, 1024})->Args({4096, 1024}); }
 
 }  // namespace
 
@@ -136,10 +141,9 @@ int main(int argc, char** argv) {
   Kokkos::ScopeGuard guard(argc, argv);
   for (auto [m, n] : {std::pair{1024, 1024}, std::pair{4096, 1024}})
     for (int p = 0; p < 4; ++p)
-      benchmark::RegisterBenchmark(("BM_SOAPPart/" + std::string(part_name(p)) + "/" + std::to_string(m) + "x" +
-                                    std::to_string(n))
-                                       .c_str(),
-                                   BM_SOAPPart)
+      benchmark::RegisterBenchmark(
+          ("BM_SOAPPart/" + std::string(part_name(p)) + "/" + std::to_string(m) + "x" + std::to_string(n)).c_str(),
+          BM_SOAPPart)
           ->Args({m, n, p})
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond)

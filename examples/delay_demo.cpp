@@ -76,15 +76,21 @@ int main(int argc, char* argv[]) {
   app.add_option("--kappa", kappa, "condition number of H")->capture_default_str()->check(CLI::Range(1.0, 1e12));
   app.add_option("--target", target, "relative loss f/f0 to reach")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--max-iters", max_iters, "give up after this many steps")->capture_default_str();
-  app.add_option("--taus", taus, "gradient delays to run")->capture_default_str()->delimiter(',')->check(CLI::NonNegativeNumber);
-  app.add_option("--lr-grid", lrs, "learning rates tried per delay")->capture_default_str()->delimiter(',')->check(CLI::PositiveNumber);
+  app.add_option("--taus", taus, "gradient delays to run")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-grid", lrs, "learning rates tried per delay")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   Kokkos::ScopeGuard guard(argc, argv);
   const Quadratic q(dim, kappa, seed);
-  std::printf("Adam on a rotated quadratic: dim %d, kappa %.0f, target f/f0 <= %.0e, lr tuned over %zu values\n\n",
-              dim, kappa, target, lrs.size());
+  std::printf("Adam on a rotated quadratic: dim %d, kappa %.0f, target f/f0 <= %.0e, lr tuned over %zu values\n\n", dim,
+              kappa, target, lrs.size());
   std::printf("%5s  %10s  %8s  %9s\n", "tau", "iterations", "best lr", "slowdown");
   std::optional<int> base;
   const auto t0 = std::chrono::steady_clock::now();
@@ -98,15 +104,18 @@ int main(int argc, char* argv[]) {
     if (tau == taus.front()) base = best;
     if (best) {
       std::printf("%5d  %10d  %8.1e  ", tau, *best, best_lr);
-      if (base) std::printf("%8.2fx\n", double(*best) / *base);
-      else std::printf("%9s\n", "-");
+      if (base)
+        std::printf("%8.2fx\n", double(*best) / *base);
+      else
+        std::printf("%9s\n", "-");
     } else {
       std::printf("%5d  %10s  %8s  %9s\n", tau, "> max", "-", "-");
     }
     std::fflush(stdout);
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("\n(%.1f s) On one delayed block every first-order method pays O(tau): the stable step size\n"
-              "shrinks with the delay. docs/design.md explains the delay model.\n",
-              sec);
+  std::printf(
+      "\n(%.1f s) On one delayed block every first-order method pays O(tau): the stable step size\n"
+      "shrinks with the delay. docs/design.md explains the delay model.\n",
+      sec);
 }

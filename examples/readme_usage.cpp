@@ -12,7 +12,7 @@ int main(int argc, char* argv[]) {
   const delayopt::Adam opt({.moment = {.beta2 = 0.99}, .schedule = {.lr = 1e-3}, .clip_global_norm = 1.0});
   auto state = opt.init(space, params);  // a value: stash it, clone it, checkpoint it
   for (int step = 0; step < 100; ++step) {
-    Kokkos::deep_copy(space, grads.flat("W"), 0.5f);  // your backward pass writes grads here
+    Kokkos::deep_copy(space, grads.flat("W"), 0.5f);      // your backward pass writes grads here
     opt.update(space, params, grads, state, {.tau = 0});  // enqueued on `space`, no fence
   }
   space.fence();

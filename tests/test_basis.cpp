@@ -66,7 +66,8 @@ TEST_CASE("an unrotated KroneckerEigen (all sides above max_dim) equals Adam bit
   auto grads = ParamSet<double, E>::zeros_like(params);
   const moment::Adam::Hyper mh{.weight_decay = 0.01, .weight_decay_mode = moment::Adam::WeightDecay::decoupled};
   const Adam adam({.moment = mh, .schedule = {.lr = 1e-2}});
-  const SOAP soap({.basis = {.ordering = basis::Ordering::paper, .max_dim = 1}, .moment = mh, .schedule = {.lr = 1e-2}});
+  const SOAP soap(
+      {.basis = {.ordering = basis::Ordering::paper, .max_dim = 1}, .moment = mh, .schedule = {.lr = 1e-2}});
   auto pa = params.clone(space), ps = params.clone(space);
   auto sa = adam.init(space, pa);
   auto ss = soap.init(space, ps);
@@ -91,7 +92,8 @@ TEST_CASE("with the exact Kronecker eigenbasis, SOAP is Adam on the rotated prob
   block_map(w, 0) = W0;
   block_map(wr, 0) = prob.U.transpose() * W0 * prob.V;
   const moment::Adam::Hyper mh{.beta1 = 0.9, .beta2 = 0.99};
-  const SOAP soap({.basis = {.ordering = basis::Ordering::paper, .refresh_every = 1000000}, .moment = mh,
+  const SOAP soap({.basis = {.ordering = basis::Ordering::paper, .refresh_every = 1000000},
+                   .moment = mh,
                    .schedule = {.lr = 1e-2}});
   const Adam adam({.moment = mh, .schedule = {.lr = 1e-2}});
   auto ss = soap.init(space, w);
@@ -189,7 +191,7 @@ TEST_CASE("a failed eigensolve keeps the previous basis, counts the failure, and
   space.fence();
   const Mat QL_before = view_matrix(st.basis.blocks[0].QL);
   st.basis.blocks[0].L(3, 1) = std::numeric_limits<double>::quiet_NaN();  // inject a non-finite factor
-  soap.update(space, w, g, st);                                          // call 2: refresh (power + QR)
+  soap.update(space, w, g, st);                                           // call 2: refresh (power + QR)
   space.fence();
   CHECK(st.basis.failures >= 1);
   const Mat QL_after = view_matrix(st.basis.blocks[0].QL);
@@ -207,8 +209,8 @@ TEST_CASE("the momentum source starts from the singular vectors of the first mom
   ParamSet<double, E> w({{"W", 2, 8, 6}}), g({{"W", 2, 8, 6}});
   delayopt::test::fill_random(space, w, 3);
   delayopt::test::fill_random(space, g, 4);
-  const SOAP opt({.basis = {.source = basis::Source::momentum, .ordering = basis::Ordering::paper},
-                  .schedule = {.lr = 1e-2}});
+  const SOAP opt(
+      {.basis = {.source = basis::Source::momentum, .ordering = basis::Ordering::paper}, .schedule = {.lr = 1e-2}});
   auto st = opt.init(space, w);
   const Mat G = block_map(g, 0);
   opt.update(space, w, g, st);

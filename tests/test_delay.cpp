@@ -49,8 +49,8 @@ TEMPLATE_LIST_TEST_CASE("tau = 0 reproduces the undelayed optimizer for every de
     CHECK(bitwise_equal(a, b));
   }
   {
-    auto [a, b] = harness_vs_direct<AdamD<delay::WeightPrediction>, T>(AdamD<delay::WeightPrediction>({.schedule = lr}),
-                                                                         space);
+    auto [a, b] =
+        harness_vs_direct<AdamD<delay::WeightPrediction>, T>(AdamD<delay::WeightPrediction>({.schedule = lr}), space);
     CHECK(bitwise_equal(a, b));
   }
   // Policies that only act on staleness: at tau = 0 they are plain Adam, bit for bit.
@@ -227,7 +227,8 @@ TEST_CASE("stage-aware refresh: the split spends exactly the budget, and a basis
         REQUIRE(std::accumulate(n.begin(), n.end(), std::int64_t{0}) == total);
       }
   // Proportional to tau_i + 1 = P - i: the stalest stage refreshes most.
-  CHECK(schedule::split_refresh_budget(4, 100, RefreshSplit::proportional) == std::vector<std::int64_t>{40, 30, 20, 10});
+  CHECK(schedule::split_refresh_budget(4, 100, RefreshSplit::proportional) ==
+        std::vector<std::int64_t>{40, 30, 20, 10});
   CHECK(schedule::split_refresh_budget(4, 100, RefreshSplit::inverse) == std::vector<std::int64_t>{10, 20, 30, 40});
   CHECK(schedule::split_refresh_budget(3, 10, RefreshSplit::uniform) == std::vector<std::int64_t>{4, 3, 3});
   CHECK_THROWS_AS(schedule::split_refresh_budget(0, 10, RefreshSplit::uniform), invalid_input);

@@ -37,8 +37,9 @@ TEST_CASE("hyperparameters are validated on construction and errors name the fie
                  "weight_decay"));
   CHECK(contains(error_of([] { Adam({.schedule = {.lr = -1e-3}}); }), "schedule::Constant: lr = -0.001"));
   CHECK(contains(error_of([] { Adam({.clip_global_norm = -1}); }), "clip_global_norm"));
-  CHECK(contains(error_of([] { AdamWith<schedule::WarmupCosine>({.schedule = {.warmup_steps = 10, .total_steps = 10}}); }),
-                 "total_steps"));
+  CHECK(contains(
+      error_of([] { AdamWith<schedule::WarmupCosine>({.schedule = {.warmup_steps = 10, .total_steps = 10}}); }),
+      "total_steps"));
   CHECK(error_of([] { Adam({.moment = {.beta1 = 0.0, .beta2 = 0.0}, .schedule = {.lr = 0.0}}); }).empty());
 }
 

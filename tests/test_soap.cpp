@@ -67,8 +67,8 @@ FinalErrors compare_final(const Run& run, const ParamSet<double, E>& params, con
 }  // namespace
 
 TEST_CASE("SOAP float64 runs: from the handoff snapshot to call 50", "[reference][soap]") {
-  const auto file = GENERATE(as<std::string>{}, "quad__soap64_f1.json", "quad__soap64_f10.json",
-                             "quad__soap64_f10_1d_maxdim6.json");
+  const auto file =
+      GENERATE(as<std::string>{}, "quad__soap64_f1.json", "quad__soap64_f10.json", "quad__soap64_f10_1d_maxdim6.json");
   CAPTURE(file);
   const Run run = load_run(data(file));
   const Problem problem = load_problem(data("problems.json"), run.problem);

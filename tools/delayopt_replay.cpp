@@ -10,15 +10,17 @@
 #include <iostream>
 
 int main(int argc, char** argv) {
-  CLI::App app{"Replay an optref-v1 reference trajectory (torch Adam/AdamW, or SOAP from its handoff snapshot) "
-               "with delayopt and print the max abs deviation per parameter; exits 1 above --tol"};
+  CLI::App app{
+      "Replay an optref-v1 reference trajectory (torch Adam/AdamW, or SOAP from its handoff snapshot) "
+      "with delayopt and print the max abs deviation per parameter; exits 1 above --tol"};
   std::string problems_file, run_file, dtype = "double";
   double tol = 1e-12;
   int from_call = -1;
   app.add_option("--problems", problems_file, "problems.json of the run")->required()->check(CLI::ExistingFile);
   app.add_option("--run", run_file, "run file (<problem>__<run>.json)")->required()->check(CLI::ExistingFile);
   app.add_option("--tol", tol, "max abs deviation allowed on any parameter")->capture_default_str();
-  app.add_option("--dtype", dtype, "precision of the replay")->check(CLI::IsMember({"double", "float"}))
+  app.add_option("--dtype", dtype, "precision of the replay")
+      ->check(CLI::IsMember({"double", "float"}))
       ->capture_default_str();
   app.add_option("--from-call", from_call,
                  "SOAP runs: start from the snapshot after this call (default: the file's handoff_call)");

@@ -110,8 +110,8 @@ ParamSet<T, ExecSpace> make_params(const ExecSpace& space, const Run& run, const
 
 /// Closed-form gradients of every block at the current parameters.
 template <class T, class ExecSpace>
-void fill_gradients(const ExecSpace& space, const Problem& problem, const Run& run, const ParamSet<T, ExecSpace>& params,
-                    ParamSet<T, ExecSpace>& grads) {
+void fill_gradients(const ExecSpace& space, const Problem& problem, const Run& run,
+                    const ParamSet<T, ExecSpace>& params, ParamSet<T, ExecSpace>& grads) {
   for (std::size_t b = 0; b < params.num_blocks(); ++b) {
     const auto& name = run.param_names[b];
     from_host(space, grads, b, problem.gradient(name, run.shapes.at(name), to_host(params, b)));
@@ -119,7 +119,8 @@ void fill_gradients(const ExecSpace& space, const Problem& problem, const Run& r
 }
 
 template <class T, class ExecSpace>
-void matrix_from_json(const ExecSpace& space, const Kokkos::View<T**, Kokkos::LayoutRight, typename ExecSpace::memory_space>& dst,
+void matrix_from_json(const ExecSpace& space,
+                      const Kokkos::View<T**, Kokkos::LayoutRight, typename ExecSpace::memory_space>& dst,
                       const nlohmann::json& j, const std::string& what) {
   if (dst.size() == 0) {
     if (!j.is_null()) throw invalid_input(what + ": the snapshot rotates a side delayopt does not (check max_dim)");

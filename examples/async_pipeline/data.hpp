@@ -173,8 +173,7 @@ inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed
     std::ifstream in(f);
     for (std::string line; std::getline(in, line);) corpus += (line == "%" ? std::string() : line) + '\n';
   }
-  if (corpus.size() < 10000u)
-    return synthetic_text(context, seed, dir + " has no fortune files; install fortunes-min");
+  if (corpus.size() < 10000u) return synthetic_text(context, seed, dir + " has no fortune files; install fortunes-min");
   Dataset d;
   d.context = context;
   int id_of[256];
@@ -192,9 +191,12 @@ inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed
 /// Loads `kind`; an empty path means the Debian default location.
 inline Dataset load_dataset(DataKind kind, const std::string& path, int context, std::uint64_t seed) {
   switch (kind) {
-    case DataKind::digits: return load_digits(path.empty() ? digits_default_path : path, seed);
-    case DataKind::text: return load_text(path.empty() ? fortunes_default_dir : path, context, seed);
-    case DataKind::synthetic: break;
+    case DataKind::digits:
+      return load_digits(path.empty() ? digits_default_path : path, seed);
+    case DataKind::text:
+      return load_text(path.empty() ? fortunes_default_dir : path, context, seed);
+    case DataKind::synthetic:
+      break;
   }
   return synthetic_dense(seed, "requested with --data synthetic");
 }

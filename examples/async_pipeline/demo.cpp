@@ -111,10 +111,11 @@ int main(int argc, char* argv[]) {
   try {
     const auto data = load_data(o);
     const double target = default_target(o, *data);
-    std::printf("delayopt pipeline demo: each stage in its own thread, PipeDream 1F1B %s weight stashing; stage i "
-                "of P applies gradients P-1-i steps stale\n  data: %s\n  target: training loss (mean of last %d "
-                "steps) <= %.3g\n\n",
-                o.stashing ? "with" : "without", data->source.c_str(), o.window, target);
+    std::printf(
+        "delayopt pipeline demo: each stage in its own thread, PipeDream 1F1B %s weight stashing; stage i "
+        "of P applies gradients P-1-i steps stale\n  data: %s\n  target: training loss (mean of last %d "
+        "steps) <= %.3g\n\n",
+        o.stashing ? "with" : "without", data->source.c_str(), o.window, target);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<Run> runs;
     for (const auto& method : methods)
@@ -130,8 +131,8 @@ int main(int argc, char* argv[]) {
         const RunResult res = run_on_threads(r, spec, data, std::ref(progress));
         std::vector<int> staleness;
         for (const auto& s : res.stages) staleness.push_back(s.staleness.back());
-        runs.push_back({method, P, res.loss(), res.seconds, iterations_to_target(res.loss(), target, r.window),
-                        staleness});
+        runs.push_back(
+            {method, P, res.loss(), res.seconds, iterations_to_target(res.loss(), target, r.window), staleness});
       }
 
     std::printf("\n%-26s %3s  %-22s  %15s  %10s  %10s  %8s\n", "method", "P", "staleness (measured)", "iters to target",
@@ -152,9 +153,10 @@ int main(int argc, char* argv[]) {
                   iters.c_str(), slow, tail_mean(r.loss, o.window), static_cast<double>(o.steps) / r.seconds);
     }
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("\nplot: %s\n(%.1f s; slowdown = iterations at P / iterations at P=%d, same method; steps/s counts "
-                "optimizer steps of the whole pipeline. docs/pipeline.md explains the executor and the measurements.)\n",
-                write_plot(out_dir, runs, o.window, target).c_str(), sec, stages.front());
+    std::printf(
+        "\nplot: %s\n(%.1f s; slowdown = iterations at P / iterations at P=%d, same method; steps/s counts "
+        "optimizer steps of the whole pipeline. docs/pipeline.md explains the executor and the measurements.)\n",
+        write_plot(out_dir, runs, o.window, target).c_str(), sec, stages.front());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "delayopt_pipeline_demo: error: %s\n", e.what());

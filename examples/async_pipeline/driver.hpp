@@ -99,8 +99,8 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   app.add_option("--stages", o.stages, "pipeline stages P")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--model", o.model, "mlp (block MLP classifier) or charlm (character MLP language model)")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, ModelKind>{{"mlp", ModelKind::mlp},
-                                                                           {"charlm", ModelKind::charlm}}));
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, ModelKind>{{"mlp", ModelKind::mlp}, {"charlm", ModelKind::charlm}}));
   app.add_option("--data", o.data, "digits (python3-sklearn), text (fortunes-min) or synthetic; default by model")
       ->transform(CLI::CheckedTransformer(std::map<std::string, DataKind>{
           {"digits", DataKind::digits}, {"text", DataKind::text}, {"synthetic", DataKind::synthetic}}));
@@ -118,14 +118,18 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--batch", o.batch, "samples per microbatch")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--hidden", o.hidden, "hidden width (default 64 mlp, 128 charlm)")->check(CLI::NonNegativeNumber);
-  app.add_option("--blocks", o.blocks, "hidden blocks, a multiple of --stages")->check(CLI::PositiveNumber)
+  app.add_option("--blocks", o.blocks, "hidden blocks, a multiple of --stages")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_flag_callback("--layer-norm", [&o] { o.layer_norm = true; }, "layer norm in every block (default for charlm)");
-  app.add_flag_callback("--no-layer-norm", [&o] { o.layer_norm = false; }, "no layer norm (default for mlp)");
+  app.add_flag_callback(
+      "--layer-norm", [&o] { o.layer_norm = true; }, "layer norm in every block (default for charlm)");
+  app.add_flag_callback(
+      "--no-layer-norm", [&o] { o.layer_norm = false; }, "no layer norm (default for mlp)");
   app.add_option("--activation", o.activation, "tanh or relu")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Activation>{{"tanh", Activation::tanh}, {"relu", Activation::relu}}));
-  app.add_option("--context", o.context, "charlm: characters of context")->check(CLI::PositiveNumber)
+  app.add_option("--context", o.context, "charlm: characters of context")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--embed", o.embed, "charlm: embedding width")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", o.seed, "initialisation and sampling seed")->capture_default_str();
@@ -134,7 +138,8 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   app.add_option("--target", o.target, "loss target for iterations_to_target (default: by data)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--window", o.window, "steps averaged for the smoothed loss")->check(CLI::PositiveNumber)
+  app.add_option("--window", o.window, "steps averaged for the smoothed loss")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--progress-every", o.progress_every, "print a progress line every N steps (0: off)")
       ->check(CLI::NonNegativeNumber);
@@ -227,7 +232,10 @@ inline double tail_mean(const std::vector<double>& loss, int window) {
 class Progress {
  public:
   Progress(std::string label, std::int64_t steps, std::int64_t every, int window)
-      : label_(std::move(label)), steps_(steps), every_(every), window_(window),
+      : label_(std::move(label)),
+        steps_(steps),
+        every_(every),
+        window_(window),
         t0_(std::chrono::steady_clock::now()) {}
 
   void operator()(std::int64_t step, double loss) {
@@ -277,8 +285,11 @@ inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Da
   j["data"] = name(o.data_kind());
   j["data_source"] = d.source;
   j["synthetic_data"] = d.synthetic;
-  j["network"] = {{"blocks", spec.blocks}, {"hidden", spec.hidden}, {"layer_norm", spec.layer_norm},
-                  {"classes", spec.classes}, {"input_width", spec.first_width()}};
+  j["network"] = {{"blocks", spec.blocks},
+                  {"hidden", spec.hidden},
+                  {"layer_norm", spec.layer_norm},
+                  {"classes", spec.classes},
+                  {"input_width", spec.first_width()}};
   j["steps"] = o.steps;
   j["batch"] = o.batch;
   j["microbatches_per_step"] = mb;
@@ -293,7 +304,8 @@ inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Da
   for (const auto& s : r.stages) {
     last.push_back(s.staleness.back());
     max.push_back(*std::max_element(s.staleness.begin(), s.staleness.end()));
-    mean.push_back(std::accumulate(s.staleness.begin(), s.staleness.end(), 0.0) / static_cast<double>(s.staleness.size()));
+    mean.push_back(std::accumulate(s.staleness.begin(), s.staleness.end(), 0.0) /
+                   static_cast<double>(s.staleness.size()));
     stashed.push_back(s.stashed_versions);
     hashes.push_back(hex(s.param_hash));
   }
@@ -317,15 +329,16 @@ inline void print_header(const RunOptions& o, const MlpSpec& spec, const Dataset
       o.schedule == Schedule::async_1f1b
           ? std::string("async 1F1B ") + (o.stashing ? "with weight stashing" : "without stashing")
           : "sync GPipe, " + std::to_string(o.microbatches_per_step()) + " microbatches per update";
-  std::printf("delayopt_pipeline: %s transport, P=%d, %s, method %s, %s %dx%d%s on %s\n", o.transport.c_str(),
-              o.stages, schedule.c_str(), o.method.c_str(), name(o.model), spec.blocks, spec.hidden,
+  std::printf("delayopt_pipeline: %s transport, P=%d, %s, method %s, %s %dx%d%s on %s\n", o.transport.c_str(), o.stages,
+              schedule.c_str(), o.method.c_str(), name(o.model), spec.blocks, spec.hidden,
               spec.layer_norm ? " +LN" : "", d.source.c_str());
   std::fflush(stdout);
 }
 
 /// The result in a few lines (the JSON has everything).
 inline void print_summary(const nlohmann::json& j) {
-  std::printf("delayopt_pipeline: %" PRId64 " steps in %.2f s = %.1f steps/s (%.1f microbatches/s); staleness per stage %s; "
+  std::printf("delayopt_pipeline: %" PRId64
+              " steps in %.2f s = %.1f steps/s (%.1f microbatches/s); staleness per stage %s; "
               "final loss %.4f; iterations to loss %.3g: %s\n",
               j["steps"].get<std::int64_t>(), j["seconds"].get<double>(), j["steps_per_sec"].get<double>(),
               j["microbatches_per_sec"].get<double>(), j["staleness"].dump().c_str(), j["final_loss"].get<double>(),

@@ -83,12 +83,12 @@ std::uint64_t param_hash(const delayopt::ParamSet<T, Space>& p) {
 /// What one stage measured.
 struct StageReport {
   int stage = 0;
-  std::vector<int> staleness;     ///< per update: stage version at update - version at the forward
-  std::vector<double> loss;       ///< last stage: per update, the mean loss of its microbatches
-  std::int64_t updates = 0;       ///< the stage's version counter at the end
+  std::vector<int> staleness;        ///< per update: stage version at update - version at the forward
+  std::vector<double> loss;          ///< last stage: per update, the mean loss of its microbatches
+  std::int64_t updates = 0;          ///< the stage's version counter at the end
   std::size_t stashed_versions = 0;  ///< weight copies the stage keeps for stashing
-  double seconds = 0;             ///< wall time of run()
-  std::uint64_t param_hash = 0;   ///< fingerprint of the final weights
+  double seconds = 0;                ///< wall time of run()
+  std::uint64_t param_hash = 0;      ///< fingerprint of the final weights
 };
 
 /// Called by the last stage after each update with (step, mean loss of the step's microbatches).
@@ -96,9 +96,8 @@ using LossCallback = std::function<void(std::int64_t, double)>;
 
 /// What the executor needs from a stage model (pipeline::MlpStage is one).
 template <class M>
-concept StageModel = requires(M m, const M cm, const typename M::execution_space& s,
-                              typename M::Tape& tape, std::span<const typename M::value_type> in,
-                              std::span<typename M::value_type> out) {
+concept StageModel = requires(M m, const M cm, const typename M::execution_space& s, typename M::Tape& tape,
+                              std::span<const typename M::value_type> in, std::span<typename M::value_type> out) {
   typename M::value_type;
   typename M::execution_space;
   typename M::Tape;
@@ -121,7 +120,7 @@ concept StageOptimizerFor = requires(O o, const Space& s, delayopt::ParamSet<T, 
 };
 
 template <class Model, class Opt>
-  requires StageModel<Model> && StageOptimizerFor<Opt, typename Model::value_type, typename Model::execution_space>
+requires StageModel<Model> && StageOptimizerFor<Opt, typename Model::value_type, typename Model::execution_space>
 class StageRunner {
  public:
   using T = typename Model::value_type;
@@ -208,19 +207,20 @@ class StageRunner {
  private:
   struct Slot {
     typename Model::Tape tape;
-    Params stash;                 ///< the weights the forward used (stashing only)
+    Params stash;  ///< the weights the forward used (stashing only)
     std::int64_t microbatch = -1;
-    std::int64_t version = -1;    ///< stage version at the forward
-    double loss = 0;              ///< last stage: the microbatch's loss
+    std::int64_t version = -1;  ///< stage version at the forward
+    double loss = 0;            ///< last stage: the microbatch's loss
   };
 
   Slot& slot(std::int64_t m) { return slots_[static_cast<std::size_t>(m % static_cast<std::int64_t>(slots_.size()))]; }
 
   void expect(const Message<T>& msg, std::int64_t m, std::size_t size, const char* what) const {
     if (msg.microbatch != m || msg.data.size() != size)
-      throw std::logic_error("stage " + std::to_string(model_.stage()) + " received " + what + " message for microbatch " +
-                             std::to_string(msg.microbatch) + " with " + std::to_string(msg.data.size()) +
-                             " values, expected microbatch " + std::to_string(m) + " with " + std::to_string(size));
+      throw std::logic_error("stage " + std::to_string(model_.stage()) + " received " + what +
+                             " message for microbatch " + std::to_string(msg.microbatch) + " with " +
+                             std::to_string(msg.data.size()) + " values, expected microbatch " + std::to_string(m) +
+                             " with " + std::to_string(size));
   }
 
   void forward(Endpoint<T>& ep, std::int64_t m, Slot& s) {
@@ -310,7 +310,8 @@ std::vector<StageReport> run_threads(std::vector<StageRunner<Model, Opt>>& runne
       threads.emplace_back([&, i] {
         auto& runner = runners[static_cast<std::size_t>(i)];
         try {
-          reports[static_cast<std::size_t>(i)] = runner.run(transport.endpoint(i), runner.is_last() ? on_loss : nullptr);
+          reports[static_cast<std::size_t>(i)] =
+              runner.run(transport.endpoint(i), runner.is_last() ? on_loss : nullptr);
         } catch (const pipeline_aborted&) {
           // another stage failed first and closed the transport
         } catch (const std::exception& e) {

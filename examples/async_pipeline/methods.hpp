@@ -84,7 +84,9 @@ class AnyOptimizer {
   template <class Impl>
   struct Holder final : Base {
     explicit Holder(Impl i) : impl(std::move(i)) {}
-    void step(const Space& space, Params& p, const Params& g, const StageStep& s) override { impl.step(space, p, g, s); }
+    void step(const Space& space, Params& p, const Params& g, const StageStep& s) override {
+      impl.step(space, p, g, s);
+    }
     Impl impl;
   };
   std::unique_ptr<Base> impl_;
@@ -132,8 +134,8 @@ AnyOptimizer<T, Space> make_method(const std::string& name, const MethodOptions&
   const auto plus = name.find('+');
   const std::string base = name.substr(0, plus);
   const std::string modifier = plus == std::string::npos ? "" : name.substr(plus + 1);
-  const auto it = std::find_if(method_table().begin(), method_table().end(),
-                               [&](const MethodInfo& m) { return base == m.name; });
+  const auto it =
+      std::find_if(method_table().begin(), method_table().end(), [&](const MethodInfo& m) { return base == m.name; });
   const bool rotated = base != "adam" && base != "pipedream-lr" && base != "nesterov";
   const bool ok_modifier = modifier.empty() || ((modifier == "pipedream-lr" || modifier == "nesterov") && rotated);
   if (it == method_table().end() || !ok_modifier)

@@ -55,9 +55,9 @@ struct MlpSpec {
       if (!ok) throw std::invalid_argument("MlpSpec: " + what);
     };
     need(stages >= 1, "need at least one stage");
-    need(blocks >= stages && blocks % stages == 0,
-         "blocks (" + std::to_string(blocks) + ") must be a multiple of the number of stages (" +
-             std::to_string(stages) + ")");
+    need(blocks >= stages && blocks % stages == 0, "blocks (" + std::to_string(blocks) +
+                                                       ") must be a multiple of the number of stages (" +
+                                                       std::to_string(stages) + ")");
     need(hidden > 0 && batch > 0 && classes > 1, "hidden, batch must be positive and classes > 1");
     need(vocab > 0 ? (context > 0 && embed > 0) : input_dim > 0, "input width must be positive");
   }
@@ -68,11 +68,11 @@ template <class T, class Space>
 struct MlpTape {
   using memory_space = typename Space::memory_space;
   using Mat = Kokkos::View<T**, Kokkos::LayoutRight, memory_space>;
-  Mat x0;                                   ///< the stage's input (B x width)
-  std::vector<Mat> h;                       ///< each block's output (B x hidden)
-  std::vector<Mat> xhat;                    ///< layer norm: normalised pre-activations
-  std::vector<Kokkos::View<T*, memory_space>> rstd;  ///< layer norm: 1 / std per row
-  Mat probs;                                ///< last stage: softmax of the logits (B x classes)
+  Mat x0;                                                         ///< the stage's input (B x width)
+  std::vector<Mat> h;                                             ///< each block's output (B x hidden)
+  std::vector<Mat> xhat;                                          ///< layer norm: normalised pre-activations
+  std::vector<Kokkos::View<T*, memory_space>> rstd;               ///< layer norm: 1 / std per row
+  Mat probs;                                                      ///< last stage: softmax of the logits (B x classes)
   Kokkos::View<int**, Kokkos::LayoutRight, memory_space> tokens;  ///< stage 0, token inputs
   Kokkos::View<int*, memory_space> labels;                        ///< last stage
   Kokkos::View<double*, memory_space> row_loss;                   ///< last stage
@@ -150,7 +150,8 @@ class MlpStage {
         t.rstd.emplace_back("pipeline::tape.rstd", B);
       }
     }
-    if (has_embedding()) t.tokens = decltype(t.tokens)("pipeline::tape.tokens", B, static_cast<std::size_t>(spec_.context));
+    if (has_embedding())
+      t.tokens = decltype(t.tokens)("pipeline::tape.tokens", B, static_cast<std::size_t>(spec_.context));
     if (is_last()) {
       t.probs = Mat("pipeline::tape.probs", B, static_cast<std::size_t>(spec_.classes));
       t.labels = decltype(t.labels)("pipeline::tape.labels", B);
@@ -237,8 +238,8 @@ class MlpStage {
  private:
   using CMat = Kokkos::View<const T**, Kokkos::LayoutRight, typename Space::memory_space,
                             Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using UMat = Kokkos::View<T**, Kokkos::LayoutRight, typename Space::memory_space,
-                            Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using UMat =
+      Kokkos::View<T**, Kokkos::LayoutRight, typename Space::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using UVec = typename Params::flat_view;
 
   bool has_embedding() const { return is_first() && spec_.vocab > 0; }
@@ -267,8 +268,8 @@ class MlpStage {
     if (has_embedding()) fill(p++, 1000, 1.0);
     for (int j = 0; j < nblocks_; ++j) {
       const double fan_in = block_in(j), fan_out = spec_.hidden;
-      const double bound = spec_.activation == Activation::relu ? std::sqrt(6.0 / fan_in)
-                                                                : std::sqrt(6.0 / (fan_in + fan_out));
+      const double bound =
+          spec_.activation == Activation::relu ? std::sqrt(6.0 / fan_in) : std::sqrt(6.0 / (fan_in + fan_out));
       fill(p, static_cast<std::uint64_t>(first_block_ + j), bound);
       p += 2;  // bias stays 0
       if (spec_.layer_norm) {
@@ -300,21 +301,23 @@ class MlpStage {
     const auto tok = tape.tokens;
     const auto x0 = tape.x0;
     const UMat emb = w.matrix(0);
-    launch(space, "pipeline::embed", B, KOKKOS_LAMBDA(const int b) {
-      for (int k = 0; k < C; ++k)
-        for (int e = 0; e < E; ++e) x0(b, k * E + e) = emb(tok(b, k), e);
-    });
+    launch(
+        space, "pipeline::embed", B, KOKKOS_LAMBDA(const int b) {
+          for (int k = 0; k < C; ++k)
+            for (int e = 0; e < E; ++e) x0(b, k * E + e) = emb(tok(b, k), e);
+        });
   }
 
   /// Y = X W^T + b.
   static void linear(const Space& space, const CMat X, const CMat W, const UVec bias, const UMat Y) {
     const int in = static_cast<int>(X.extent(1)), out = static_cast<int>(W.extent(0));
-    launch(space, "pipeline::linear", static_cast<int>(X.extent(0)) * out, KOKKOS_LAMBDA(const int idx) {
-      const int b = idx / out, o = idx % out;
-      T acc = bias(o);
-      for (int i = 0; i < in; ++i) acc += X(b, i) * W(o, i);
-      Y(b, o) = acc;
-    });
+    launch(
+        space, "pipeline::linear", static_cast<int>(X.extent(0)) * out, KOKKOS_LAMBDA(const int idx) {
+          const int b = idx / out, o = idx % out;
+          T acc = bias(o);
+          for (int i = 0; i < in; ++i) acc += X(b, i) * W(o, i);
+          Y(b, o) = acc;
+        });
   }
 
   static T activate(T z, Activation a) { return a == Activation::tanh ? std::tanh(z) : (z > 0 ? z : T(0)); }
@@ -323,29 +326,31 @@ class MlpStage {
   void act(const Space& space, const UMat H) const {
     const int n = static_cast<int>(H.extent(1));
     const Activation a = spec_.activation;
-    launch(space, "pipeline::act", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
-      for (int o = 0; o < n; ++o) H(b, o) = activate(H(b, o), a);
-    });
+    launch(
+        space, "pipeline::act", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
+          for (int o = 0; o < n; ++o) H(b, o) = activate(H(b, o), a);
+        });
   }
 
   /// H <- act(LN(H) g + beta), keeping the normalised values and 1/std for the backward pass.
-  void norm_act(const Space& space, const UMat H, const UMat xhat, const Kokkos::View<T*, typename Space::memory_space> rstd,
-                const UVec g, const UVec beta) const {
+  void norm_act(const Space& space, const UMat H, const UMat xhat,
+                const Kokkos::View<T*, typename Space::memory_space> rstd, const UVec g, const UVec beta) const {
     const int n = static_cast<int>(H.extent(1));
     const Activation a = spec_.activation;
-    launch(space, "pipeline::norm_act", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
-      double mean = 0, var = 0;
-      for (int o = 0; o < n; ++o) mean += H(b, o);
-      mean /= n;
-      for (int o = 0; o < n; ++o) var += (H(b, o) - mean) * (H(b, o) - mean);
-      const T r = static_cast<T>(1.0 / std::sqrt(var / n + 1e-5));
-      rstd(b) = r;
-      for (int o = 0; o < n; ++o) {
-        const T xh = (H(b, o) - static_cast<T>(mean)) * r;
-        xhat(b, o) = xh;
-        H(b, o) = activate(xh * g(o) + beta(o), a);
-      }
-    });
+    launch(
+        space, "pipeline::norm_act", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
+          double mean = 0, var = 0;
+          for (int o = 0; o < n; ++o) mean += H(b, o);
+          mean /= n;
+          for (int o = 0; o < n; ++o) var += (H(b, o) - mean) * (H(b, o) - mean);
+          const T r = static_cast<T>(1.0 / std::sqrt(var / n + 1e-5));
+          rstd(b) = r;
+          for (int o = 0; o < n; ++o) {
+            const T xh = (H(b, o) - static_cast<T>(mean)) * r;
+            xhat(b, o) = xh;
+            H(b, o) = activate(xh * g(o) + beta(o), a);
+          }
+        });
   }
 
   /// Softmax in place over the logits, per-row cross-entropy against tape.labels.
@@ -354,15 +359,16 @@ class MlpStage {
     const auto y = tape.labels;
     const auto loss = tape.row_loss;
     const int C = static_cast<int>(P.extent(1));
-    launch(space, "pipeline::softmax_xent", static_cast<int>(P.extent(0)), KOKKOS_LAMBDA(const int b) {
-      T mx = P(b, 0);
-      for (int c = 1; c < C; ++c) mx = std::max(mx, P(b, c));
-      const T zy = P(b, y(b)) - mx;
-      T sum = 0;
-      for (int c = 0; c < C; ++c) sum += (P(b, c) = std::exp(P(b, c) - mx));
-      for (int c = 0; c < C; ++c) P(b, c) /= sum;
-      loss(b) = static_cast<double>(std::log(sum) - zy);
-    });
+    launch(
+        space, "pipeline::softmax_xent", static_cast<int>(P.extent(0)), KOKKOS_LAMBDA(const int b) {
+          T mx = P(b, 0);
+          for (int c = 1; c < C; ++c) mx = std::max(mx, P(b, c));
+          const T zy = P(b, y(b)) - mx;
+          T sum = 0;
+          for (int c = 0; c < C; ++c) sum += (P(b, c) = std::exp(P(b, c) - mx));
+          for (int c = 0; c < C; ++c) P(b, c) /= sum;
+          loss(b) = static_cast<double>(std::log(sum) - zy);
+        });
   }
 
   /// dlogits = (softmax - onehot) * scale / B.
@@ -371,18 +377,20 @@ class MlpStage {
     const auto y = tape.labels;
     const int C = static_cast<int>(P.extent(1));
     const T s = scale / static_cast<T>(P.extent(0));
-    launch(space, "pipeline::xent_grad", static_cast<int>(P.extent(0)), KOKKOS_LAMBDA(const int b) {
-      for (int c = 0; c < C; ++c) D(b, c) = (P(b, c) - (c == y(b) ? T(1) : T(0))) * s;
-    });
+    launch(
+        space, "pipeline::xent_grad", static_cast<int>(P.extent(0)), KOKKOS_LAMBDA(const int b) {
+          for (int c = 0; c < C; ++c) D(b, c) = (P(b, c) - (c == y(b) ? T(1) : T(0))) * s;
+        });
   }
 
   /// D <- D * act'(H) (D holds dL/dH on entry).
   void act_grad(const Space& space, const UMat D, const CMat H) const {
     const int n = static_cast<int>(H.extent(1));
     const Activation a = spec_.activation;
-    launch(space, "pipeline::act_grad", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
-      for (int o = 0; o < n; ++o) D(b, o) *= derivative(H(b, o), a);
-    });
+    launch(
+        space, "pipeline::act_grad", static_cast<int>(H.extent(0)), KOKKOS_LAMBDA(const int b) {
+          for (int o = 0; o < n; ++o) D(b, o) *= derivative(H(b, o), a);
+        });
   }
 
   /// Layer-norm backward: gain/bias gradients, then D <- dL/d(pre-norm) in place.
@@ -390,47 +398,51 @@ class MlpStage {
                         const Kokkos::View<const T*, typename Space::memory_space> rstd, const UVec g, const UVec dg,
                         const UVec dbeta, bool acc) {
     const int B = static_cast<int>(D.extent(0)), n = static_cast<int>(D.extent(1));
-    launch(space, "pipeline::norm_param_grad", n, KOKKOS_LAMBDA(const int o) {
-      T sg = acc ? dg(o) : T(0), sb = acc ? dbeta(o) : T(0);
-      for (int b = 0; b < B; ++b) sg += D(b, o) * xhat(b, o), sb += D(b, o);
-      dg(o) = sg;
-      dbeta(o) = sb;
-    });
-    launch(space, "pipeline::norm_grad", B, KOKKOS_LAMBDA(const int b) {
-      T m1 = 0, m2 = 0;
-      for (int o = 0; o < n; ++o) m1 += D(b, o) * g(o), m2 += D(b, o) * g(o) * xhat(b, o);
-      m1 /= static_cast<T>(n);
-      m2 /= static_cast<T>(n);
-      for (int o = 0; o < n; ++o) D(b, o) = rstd(b) * (D(b, o) * g(o) - m1 - xhat(b, o) * m2);
-    });
+    launch(
+        space, "pipeline::norm_param_grad", n, KOKKOS_LAMBDA(const int o) {
+          T sg = acc ? dg(o) : T(0), sb = acc ? dbeta(o) : T(0);
+          for (int b = 0; b < B; ++b) sg += D(b, o) * xhat(b, o), sb += D(b, o);
+          dg(o) = sg;
+          dbeta(o) = sb;
+        });
+    launch(
+        space, "pipeline::norm_grad", B, KOKKOS_LAMBDA(const int b) {
+          T m1 = 0, m2 = 0;
+          for (int o = 0; o < n; ++o) m1 += D(b, o) * g(o), m2 += D(b, o) * g(o) * xhat(b, o);
+          m1 /= static_cast<T>(n);
+          m2 /= static_cast<T>(n);
+          for (int o = 0; o < n; ++o) D(b, o) = rstd(b) * (D(b, o) * g(o) - m1 - xhat(b, o) * m2);
+        });
   }
 
   /// dW (+)= D^T X, db (+)= column sums of D. One work item per output row: no write conflicts.
   static void linear_grads(const Space& space, const CMat D, const CMat X, const UMat dW, const UVec db, bool acc) {
     const int B = static_cast<int>(D.extent(0)), in = static_cast<int>(X.extent(1));
-    launch(space, "pipeline::linear_grads", static_cast<int>(dW.extent(0)), KOKKOS_LAMBDA(const int o) {
-      if (!acc)
-        for (int i = 0; i < in; ++i) dW(o, i) = 0;
-      T sb = acc ? db(o) : T(0);
-      for (int b = 0; b < B; ++b) {
-        const T d = D(b, o);
-        sb += d;
-        for (int i = 0; i < in; ++i) dW(o, i) += d * X(b, i);
-      }
-      db(o) = sb;
-    });
+    launch(
+        space, "pipeline::linear_grads", static_cast<int>(dW.extent(0)), KOKKOS_LAMBDA(const int o) {
+          if (!acc)
+            for (int i = 0; i < in; ++i) dW(o, i) = 0;
+          T sb = acc ? db(o) : T(0);
+          for (int b = 0; b < B; ++b) {
+            const T d = D(b, o);
+            sb += d;
+            for (int i = 0; i < in; ++i) dW(o, i) += d * X(b, i);
+          }
+          db(o) = sb;
+        });
   }
 
   /// dX = D W.
   static void linear_dx(const Space& space, const CMat D, const CMat W, const UMat dX) {
     const int out = static_cast<int>(W.extent(0)), in = static_cast<int>(W.extent(1));
-    launch(space, "pipeline::linear_dx", static_cast<int>(D.extent(0)), KOKKOS_LAMBDA(const int b) {
-      for (int i = 0; i < in; ++i) dX(b, i) = 0;
-      for (int o = 0; o < out; ++o) {
-        const T d = D(b, o);
-        for (int i = 0; i < in; ++i) dX(b, i) += d * W(o, i);
-      }
-    });
+    launch(
+        space, "pipeline::linear_dx", static_cast<int>(D.extent(0)), KOKKOS_LAMBDA(const int b) {
+          for (int i = 0; i < in; ++i) dX(b, i) = 0;
+          for (int o = 0; o < out; ++o) {
+            const T d = D(b, o);
+            for (int i = 0; i < in; ++i) dX(b, i) += d * W(o, i);
+          }
+        });
   }
 
   /// dE[t] (+)= dx0 slices. One work item per embedding column, so rows repeated in the batch
@@ -439,12 +451,13 @@ class MlpStage {
     const int B = spec_.batch, C = spec_.context, E = spec_.embed, V = spec_.vocab;
     const auto tok = tape.tokens;
     const UMat dx0 = dx0_;
-    launch(space, "pipeline::embedding_grad", E, KOKKOS_LAMBDA(const int e) {
-      if (!acc)
-        for (int v = 0; v < V; ++v) dE(v, e) = 0;
-      for (int b = 0; b < B; ++b)
-        for (int k = 0; k < C; ++k) dE(tok(b, k), e) += dx0(b, k * E + e);
-    });
+    launch(
+        space, "pipeline::embedding_grad", E, KOKKOS_LAMBDA(const int e) {
+          if (!acc)
+            for (int v = 0; v < V; ++v) dE(v, e) = 0;
+          for (int b = 0; b < B; ++b)
+            for (int k = 0; k < C; ++k) dE(tok(b, k), e) += dx0(b, k * E + e);
+        });
   }
 
   MlpSpec spec_;

@@ -54,8 +54,10 @@ int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size != o.stages) {
     if (rank == 0)
-      std::fprintf(stderr, "delayopt_pipeline: --transport mpi needs one rank per stage: run it as mpirun -np %d ... "
-                           "(this job has %d rank%s)\n", o.stages, size, size == 1 ? "" : "s");
+      std::fprintf(stderr,
+                   "delayopt_pipeline: --transport mpi needs one rank per stage: run it as mpirun -np %d ... "
+                   "(this job has %d rank%s)\n",
+                   o.stages, size, size == 1 ? "" : "s");
     MPI_Finalize();
     return 2;
   }
@@ -122,8 +124,9 @@ int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
 
 int main(int argc, char* argv[]) {
   RunOptions o;
-  CLI::App app{"delayopt_pipeline: train a model in a real asynchronous (PipeDream 1F1B) or synchronous (GPipe) "
-               "pipeline over threads or MPI; see docs/pipeline.md"};
+  CLI::App app{
+      "delayopt_pipeline: train a model in a real asynchronous (PipeDream 1F1B) or synchronous (GPipe) "
+      "pipeline over threads or MPI; see docs/pipeline.md"};
   add_options(app, o);
   CLI11_PARSE(app, argc, argv);
   setenv("OMP_PROC_BIND", "false", 0);  // one OpenMP thread (kokkos_settings): binding is moot; keeps Kokkos quiet

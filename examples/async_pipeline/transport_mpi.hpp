@@ -29,8 +29,8 @@ class MpiEndpoint final : public Endpoint<T> {
  public:
   /// Stage `stage` of `stages` (= rank in `comm`). `in_elems` / `out_elems`: values per message from
   /// the previous / to the next stage; `messages`: messages per channel over the whole run.
-  MpiEndpoint(MPI_Comm comm, int stage, int stages, std::size_t in_elems, std::size_t out_elems,
-              std::int64_t messages, int depth = 2)
+  MpiEndpoint(MPI_Comm comm, int stage, int stages, std::size_t in_elems, std::size_t out_elems, std::int64_t messages,
+              int depth = 2)
       : comm_(comm) {
     if (depth < 1) throw std::invalid_argument("MpiEndpoint: depth must be at least 1");
     const bool first = stage == 0, last = stage == stages - 1;
@@ -67,16 +67,19 @@ class MpiEndpoint final : public Endpoint<T> {
   struct Ring {
     Ring() = default;
     Ring(int peer_, int tag_, std::size_t elems_, int depth, std::int64_t expected)
-        : peer(peer_), tag(tag_), elems(elems_),
+        : peer(peer_),
+          tag(tag_),
+          elems(elems_),
           buf(static_cast<std::size_t>(depth), std::vector<std::byte>(header + elems_ * sizeof(T))),
-          req(static_cast<std::size_t>(depth), MPI_REQUEST_NULL), to_post(expected) {}
+          req(static_cast<std::size_t>(depth), MPI_REQUEST_NULL),
+          to_post(expected) {}
     int peer = -1, tag = 0;
     std::size_t elems = 0;
     std::vector<std::vector<std::byte>> buf;
     std::vector<MPI_Request> req;
-    std::size_t next = 0;       ///< send: next buffer; receive: oldest posted receive
-    std::size_t posted = 0;     ///< receive: receives in flight
-    std::int64_t to_post = 0;   ///< receive: messages still to post a receive for
+    std::size_t next = 0;      ///< send: next buffer; receive: oldest posted receive
+    std::size_t posted = 0;    ///< receive: receives in flight
+    std::int64_t to_post = 0;  ///< receive: messages still to post a receive for
   };
 
   /// MPI_Test until done, sleeping between polls once the wait is not short.

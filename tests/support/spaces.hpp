@@ -19,8 +19,8 @@ using all_cases = std::tuple<Case<Kokkos::Serial, float>, Case<Kokkos::Serial, d
 #elif defined(KOKKOS_ENABLE_SERIAL)
 using all_cases = std::tuple<Case<Kokkos::Serial, float>, Case<Kokkos::Serial, double>>;
 #else
-using all_cases = std::tuple<Case<Kokkos::DefaultHostExecutionSpace, float>,
-                             Case<Kokkos::DefaultHostExecutionSpace, double>>;
+using all_cases =
+    std::tuple<Case<Kokkos::DefaultHostExecutionSpace, float>, Case<Kokkos::DefaultHostExecutionSpace, double>>;
 #endif
 
 }  // namespace delayopt::test

@@ -232,8 +232,7 @@ TEST_CASE("async 1F1B: the weights each pass uses (stashing on and off)", "[pipe
 
 TEST_CASE("sync GPipe: no staleness, one update per M microbatches", "[pipeline]") {
   std::vector<ProbeLog> logs;
-  const auto reports =
-      run_probe({.stages = 4, .steps = 6, .schedule = Schedule::sync_gpipe, .microbatches = 3}, logs);
+  const auto reports = run_probe({.stages = 4, .steps = 6, .schedule = Schedule::sync_gpipe, .microbatches = 3}, logs);
   for (int i = 0; i < 4; ++i) {
     const auto& r = reports[static_cast<std::size_t>(i)];
     CHECK(r.updates == 6);
@@ -267,14 +266,14 @@ TEST_CASE("P = 1 reproduces plain training bit for bit", "[pipeline]") {
         Stage plain(spec, 0, 1, data);
         const auto losses = train_plain(o, plain, 1);
         REQUIRE(reports[0].loss.size() == losses.size());
-        for (std::size_t k = 0; k < losses.size(); ++k) REQUIRE(std::memcmp(&reports[0].loss[k], &losses[k], sizeof(double)) == 0);
+        for (std::size_t k = 0; k < losses.size(); ++k)
+          REQUIRE(std::memcmp(&reports[0].loss[k], &losses[k], sizeof(double)) == 0);
         CHECK(reports[0].param_hash == param_hash(plain.params()));
         CHECK(losses.back() < losses.front());  // it trains
       }
 }
 
-TEST_CASE("sync GPipe over P = 4 stages equals plain training with gradient accumulation, bit for bit",
-          "[pipeline]") {
+TEST_CASE("sync GPipe over P = 4 stages equals plain training with gradient accumulation, bit for bit", "[pipeline]") {
   for (std::string method : {"adam", "rot-cov-bi"}) {
     CAPTURE(method);
     RunOptions o = small_options(4, method);
@@ -338,8 +337,7 @@ TEST_CASE("a stage that throws shuts the pipeline down and its error is reported
           FAIL("no error reported");
         } catch (const pipeline_error& e) {
           CHECK(e.stage() == stage);
-          CHECK_THAT(e.what(), CONTAINS("pipeline stage " + std::to_string(stage) + " failed") &&
-                                   CONTAINS("fault"));
+          CHECK_THAT(e.what(), CONTAINS("pipeline stage " + std::to_string(stage) + " failed") && CONTAINS("fault"));
         }
       }
 }
@@ -368,8 +366,7 @@ TEST_CASE("bad configurations are rejected with a clear message", "[pipeline]") 
   RunOptions m = small_options(2, "adamw-typo");
   const auto spec = make_spec(m, *data);
   CHECK_THROWS_WITH(make_runner(m, spec, data, 0), CONTAINS("unknown method 'adamw-typo'"));
-  CHECK_THROWS_WITH(make_runner(small_options(2, "adam+pipedream-lr"), spec, data, 0),
-                    CONTAINS("unknown method"));
+  CHECK_THROWS_WITH(make_runner(small_options(2, "adam+pipedream-lr"), spec, data, 0), CONTAINS("unknown method"));
 }
 
 TEST_CASE("PipeDream-LR discount", "[pipeline]") {

@@ -68,10 +68,10 @@ struct EigenSettings {
   Source source = Source::covariance;
   Ordering ordering = Ordering::soap;
   int refresh_every = 10;
-  std::int64_t refresh_window = 0;        // > 0: refreshes_per_window refreshes per window instead
+  std::int64_t refresh_window = 0;  // > 0: refreshes_per_window refreshes per window instead
   std::int64_t refreshes_per_window = 0;
-  double beta = 0.999;   // factor EMA
-  double beta1 = 0.9;    // look-ahead momentum of the momentum source
+  double beta = 0.999;  // factor EMA
+  double beta1 = 0.9;   // look-ahead momentum of the momentum source
   bool retry_in_double = true;
 
   /// Whether the t-th step (1-based) refreshes: every refresh_every steps, or refreshes_per_window
@@ -88,9 +88,9 @@ template <class T, class ExecSpace>
 struct EigenState {
   using memory_space = typename ExecSpace::memory_space;
   std::vector<EigenBlock<T, memory_space>> blocks;
-  std::int64_t calls = 0;      ///< calls with a finite gradient seen by the basis
-  std::int64_t refreshes = 0;  ///< basis refreshes done (initialization excluded)
-  std::int64_t failures = 0;   ///< host solver failures that kept the previous basis
+  std::int64_t calls = 0;              ///< calls with a finite gradient seen by the basis
+  std::int64_t refreshes = 0;          ///< basis refreshes done (initialization excluded)
+  std::int64_t failures = 0;           ///< host solver failures that kept the previous basis
   Kokkos::View<T*, memory_space> tmp;  ///< workspace of the largest block
   // Device backends only (cuSOLVER): solver workspace, two square scratch matrices, a vector, status
   // integers, and the failure count kept on the device so a failed solve needs no host sync.
@@ -103,8 +103,9 @@ struct EigenState {
 /// memory (basis/detail/eigenbasis_cuda.hpp, with DELAYOPT_ENABLE_CUDA_LINALG).
 template <class T, class ExecSpace, bool Host = compat::is_host_space_v<ExecSpace>>
 struct EigenbasisOps {
-  static_assert(Host, "delayopt::basis: rotated bases on device memory need the CUDA backend: configure with "
-                      "-DDELAYOPT_ENABLE_CUDA_LINALG=ON (cuBLAS/cuSOLVER) and a CUDA-enabled Kokkos");
+  static_assert(Host,
+                "delayopt::basis: rotated bases on device memory need the CUDA backend: configure with "
+                "-DDELAYOPT_ENABLE_CUDA_LINALG=ON (cuBLAS/cuSOLVER) and a CUDA-enabled Kokkos");
 };
 
 template <class T>
@@ -313,9 +314,8 @@ struct EigenbasisOps<T, ExecSpace, true> {
       else
         V = V * P;
     }
-    attempt<T>(s.retry_in_double, st.failures, [&]<class S>() {
-      return linalg::qr_q<S, T>(linalg::ConstMatrixMap<T>(FQ.data(), n, n), Q);
-    });
+    attempt<T>(s.retry_in_double, st.failures,
+               [&]<class S>() { return linalg::qr_q<S, T>(linalg::ConstMatrixMap<T>(FQ.data(), n, n), Q); });
   }
 
   /// GaLore-style block power iteration: U <- qr(M V), V <- qr(M^T U) (complete), from the old bases.
@@ -410,9 +410,10 @@ struct EigenbasisPolicy {
   /// Called once per finite-gradient call before the moment update, with the effective gradient
   /// (original basis). Returns whether the moments are updated in this call.
   template <class T, class ExecSpace, std::size_t N>
-  static bool begin_step(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st, const ParamSet<T, ExecSpace>& g,
-                         const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
-                         const std::vector<int>& second_slots, ParamSet<T, ExecSpace>& lookahead) {
+  static bool begin_step(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st,
+                         const ParamSet<T, ExecSpace>& g, const std::array<ParamSet<T, ExecSpace>, N>& slots,
+                         const std::vector<int>& linear_slots, const std::vector<int>& second_slots,
+                         ParamSet<T, ExecSpace>& lookahead) {
     using Ops = EigenbasisOps<T, ExecSpace>;
     const bool first = st.calls++ == 0;
     if (s.source == Source::covariance) Ops::accumulate(space, st, g, s.beta);
@@ -517,9 +518,14 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
-    return {h.source,         h.ordering,           h.refresh_every,
-            h.refresh_window, h.refreshes_per_window, h.beta >= 0 ? h.beta : beta2,
-            beta1,            h.retry_in_double};
+    return {h.source,
+            h.ordering,
+            h.refresh_every,
+            h.refresh_window,
+            h.refreshes_per_window,
+            h.beta >= 0 ? h.beta : beta2,
+            beta1,
+            h.retry_in_double};
   }
 };
 
@@ -562,8 +568,8 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
-    return {Source::covariance, h.ordering, h.refresh_every, 0, 0, h.beta >= 0 ? h.beta : beta2, beta1,
-            h.retry_in_double};
+    return {Source::covariance,           h.ordering, h.refresh_every,  0, 0,
+            h.beta >= 0 ? h.beta : beta2, beta1,      h.retry_in_double};
   }
 };
 

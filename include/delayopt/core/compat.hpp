@@ -56,7 +56,7 @@ class ScopedRegion {
 /// True for execution spaces whose kernels run on the host (Serial, OpenMP, Threads, ...).
 template <class ExecSpace>
 inline constexpr bool is_host_space_v =
-    Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible &&
-    std::is_same_v<typename ExecSpace::memory_space, Kokkos::HostSpace>;
+    Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible&&
+        std::is_same_v<typename ExecSpace::memory_space, Kokkos::HostSpace>;
 
 }  // namespace delayopt::compat

@@ -21,7 +21,9 @@ namespace delayopt {
 /// `validate()` that throws invalid_hyperparameter naming the offending field.
 template <class H>
 concept HyperParameters = std::is_aggregate_v<H> && std::default_initializable<H> && std::copyable<H> &&
-                          requires(const H& h) { h.validate(); };
+    requires(const H& h) {
+  h.validate();
+};
 
 /// A policy names itself and carries a Hyper block.
 template <class P>
@@ -46,8 +48,8 @@ enum class SlotKind { linear, second_moment };
 /// `direction` updates the slots in place and returns the increment in the moments' basis; `apply`
 /// combines parameter and increment (where decoupled weight decay lives).
 template <class M>
-concept MomentPolicy = Policy<M> && requires(const typename M::Hyper& h, double lr, std::int64_t t, double g,
-                                             double p, Kokkos::Array<double, M::slots>& s) {
+concept MomentPolicy = Policy<M> && requires(const typename M::Hyper& h, double lr, std::int64_t t, double g, double p,
+                                             Kokkos::Array<double, M::slots>& s) {
   { M::slots } -> std::convertible_to<int>;
   { M::slot_kinds[0] } -> std::convertible_to<SlotKind>;
   typename M::template Coeffs<double>;

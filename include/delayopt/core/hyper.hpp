@@ -15,14 +15,14 @@ enum class bound { closed, open };
 
 /// Throws invalid_hyperparameter("<owner>: <field> = <value> is outside <interval>") unless value
 /// lies in the interval. Infinite limits print as -inf / inf.
-inline void require_in(std::string_view owner, std::string_view field, double value, double lo, bound lo_b,
-                       double hi, bound hi_b) {
+inline void require_in(std::string_view owner, std::string_view field, double value, double lo, bound lo_b, double hi,
+                       bound hi_b) {
   const bool above = lo_b == bound::closed ? value >= lo : value > lo;
   const bool below = hi_b == bound::closed ? value <= hi : value < hi;
   if (above && below) return;  // NaN fails both comparisons
   std::ostringstream msg;
-  msg << owner << ": " << field << " = " << value << " is outside " << (lo_b == bound::closed ? '[' : '(') << lo
-      << ", " << hi << (hi_b == bound::closed ? ']' : ')');
+  msg << owner << ": " << field << " = " << value << " is outside " << (lo_b == bound::closed ? '[' : '(') << lo << ", "
+      << hi << (hi_b == bound::closed ? ']' : ')');
   throw invalid_hyperparameter(msg.str());
 }
 

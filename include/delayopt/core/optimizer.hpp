@@ -164,8 +164,12 @@ struct EffectiveGradient {
     bool skip;
   };
   KOKKOS_INLINE_FUNCTION Context chunk_context(const Chunk& ch) const {
-    return {p(ch.block).data, g(ch.block).data, out(ch.block).data, delay.pointers(ch.block),
-            Moment::template coeffs<T>(hyper, lr, counters(applied) + 1), false};
+    return {p(ch.block).data,
+            g(ch.block).data,
+            out(ch.block).data,
+            delay.pointers(ch.block),
+            Moment::template coeffs<T>(hyper, lr, counters(applied) + 1),
+            false};
   }
   KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, const std::size_t i) const {
     T gi = x.g[i] * scale;
@@ -299,14 +303,12 @@ constexpr bool valid_composition() {
 /// Basis x Moment x Delay, with a learning-rate schedule. Holds hyperparameters only; per-run state is
 /// a separate value (State) so pipeline stages can stash and double-buffer it.
 template <class Basis, class Moment, class Delay, class Schedule = schedule::Constant>
-  requires(detail::valid_composition<Basis, Moment, Delay, Schedule>())
-class Optimizer {
+requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Optimizer {
  public:
   using basis_type = Basis;
   using moment_type = Moment;
   using delay_type = Delay;
   using schedule_type = Schedule;
-
 
   /// Every hyperparameter of the composition. Use designated initializers; omitted fields keep defaults.
   struct Config {
@@ -450,7 +452,8 @@ class Optimizer {
   template <class T, class ExecSpace>
   void reduce_grad_sqnorm(const ExecSpace& space, const ParamSet<T, ExecSpace>& params,
                           const ParamSet<T, ExecSpace>& grads, State<T, ExecSpace>& state) const {
-    Kokkos::parallel_reduce("delayopt::grad_sqnorm", Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
+    Kokkos::parallel_reduce("delayopt::grad_sqnorm",
+                            Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
                             detail::GradSquaredNorm<T, ExecSpace>{params.chunks(), grads.refs()}, state.grad_sqnorm);
   }
 
@@ -468,9 +471,16 @@ class Optimizer {
     const bool check = config_.nonfinite != NonFinitePolicy::unchecked;
     if (check || config_.clip_global_norm > 0) reduce_grad_sqnorm(space, params, grads, state);
     if (config_.nonfinite == NonFinitePolicy::throw_error) throw_if_nonfinite(space, grads, state);
-    detail::FusedStep<Moment, Delay, T, ExecSpace> step{
-        params.refs(), grads.refs(), {},  delay, state.grad_sqnorm, state.counters, config_.moment, lr,
-        config_.clip_global_norm, check};
+    detail::FusedStep<Moment, Delay, T, ExecSpace> step{params.refs(),
+                                                        grads.refs(),
+                                                        {},
+                                                        delay,
+                                                        state.grad_sqnorm,
+                                                        state.counters,
+                                                        config_.moment,
+                                                        lr,
+                                                        config_.clip_global_norm,
+                                                        check};
     for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
     detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
     finish(space, state, check);
@@ -510,8 +520,8 @@ class Optimizer {
     if (!Basis::begin_step(space, settings, state.basis, geff, state.moments, linear, second, work)) return;
 
     Basis::project(space, state.basis, geff, work);
-    detail::RotatedDirection<Moment, Delay, T, ExecSpace> dir{work.refs(), work.refs(),     {}, delay.c,
-                                                               state.counters, config_.moment, lr, false};
+    detail::RotatedDirection<Moment, Delay, T, ExecSpace> dir{work.refs(),    work.refs(),    {}, delay.c,
+                                                              state.counters, config_.moment, lr, false};
     if constexpr (Delay::needs_stale_params) {
       if (rotated_correction) {  // dw~ = U^T (w_now - w_stale) V
         auto& dw = state.scratch[2];
@@ -579,8 +589,9 @@ class Optimizer {
                                    " has a non-finite value at element " + std::to_string(i) +
                                    "; params and state were not changed");
     }
-    throw nonfinite_gradient("delayopt::Optimizer::update: the gradient's squared norm overflows double; params "
-                             "and state were not changed");
+    throw nonfinite_gradient(
+        "delayopt::Optimizer::update: the gradient's squared norm overflows double; params "
+        "and state were not changed");
   }
 
   Config config_;

@@ -18,7 +18,9 @@ class Stepper {
   using state_type = typename Opt::template State<T, ExecSpace>;
 
   Stepper(Opt opt, ExecSpace space, ParamSet<T, ExecSpace> params)
-      : opt_(std::move(opt)), space_(std::move(space)), params_(std::move(params)),
+      : opt_(std::move(opt)),
+        space_(std::move(space)),
+        params_(std::move(params)),
         state_(opt_.init(space_, params_)) {}
 
   /// One update from `grads` (same blocks as params()).

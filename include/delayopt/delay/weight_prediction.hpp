@@ -64,7 +64,9 @@ struct WeightPrediction : None {
     KOKKOS_INLINE_FUNCTION Context chunk_context(const delayopt::detail::Chunk& ch) const {
       return {p(ch.block).data, u(ch.block).data, out(ch.block).data, false};
     }
-    KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, std::size_t i) const { x.out[i] = x.p[i] + tau * x.u[i]; }
+    KOKKOS_FORCEINLINE_FUNCTION void element(const Context& x, std::size_t i) const {
+      x.out[i] = x.p[i] + tau * x.u[i];
+    }
   };
 };
 

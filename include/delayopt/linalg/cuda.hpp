@@ -8,10 +8,10 @@
 
 #include "delayopt/core/error.hpp"
 
-#include <Kokkos_Core.hpp>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
+#include <Kokkos_Core.hpp>
 
 #include <string>
 
@@ -19,12 +19,13 @@ namespace delayopt::linalg::cuda {
 
 inline void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cublasStatus_t " + std::to_string(int(s)) + ")");
+    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cublasStatus_t " + std::to_string(int(s)) +
+                ")");
 }
 inline void check(cusolverStatus_t s, const char* what) {
   if (s != CUSOLVER_STATUS_SUCCESS)
-    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cusolverStatus_t " +
-                std::to_string(int(s)) + ")");
+    throw error(std::string("delayopt::linalg::cuda: ") + what + " failed (cusolverStatus_t " + std::to_string(int(s)) +
+                ")");
 }
 
 /// cuBLAS and cuSOLVER handles: created on first use, destroyed by Kokkos::finalize (as Kokkos

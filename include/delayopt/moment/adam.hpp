@@ -50,8 +50,8 @@ struct Adam {
     T neg_step_size;  // -lr / bc1 (torch) or -lr sqrt(bc2) / bc1 (SOAP)
     T bc2_sqrt;       // divides sqrt(v) in the torch form, 1 in the SOAP form
     T eps;
-    T l2;           // wd for WeightDecay::l2, else 0
-    T decay;        // 1 - lr wd for the decoupled modes, else 1
+    T l2;     // wd for WeightDecay::l2, else 0
+    T decay;  // 1 - lr wd for the decoupled modes, else 1
     bool decay_after;
   };
 

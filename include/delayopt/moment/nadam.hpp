@@ -44,7 +44,7 @@ struct NAdam {
   template <class T>
   struct Coeffs {
     T beta1, one_minus_beta1, beta2, one_minus_beta2;
-    T c_m, c_g;     // m^ = c_m m + c_g g
+    T c_m, c_g;  // m^ = c_m m + c_g g
     T neg_lr, bc2_sqrt, eps, l2, decay;
     bool decay_after;
   };

@@ -31,9 +31,8 @@ struct WarmupCosine {
 
   double operator()(std::int64_t step) const {
     if (step < warmup_steps) return peak_lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
-    const double p = std::clamp(static_cast<double>(step - warmup_steps) /
-                                    static_cast<double>(total_steps - warmup_steps),
-                                0.0, 1.0);
+    const double p = std::clamp(
+        static_cast<double>(step - warmup_steps) / static_cast<double>(total_steps - warmup_steps), 0.0, 1.0);
     return final_lr + 0.5 * (peak_lr - final_lr) * (1.0 + std::cos(std::numbers::pi * p));
   }
 };

@@ -32,7 +32,9 @@ struct EigenbasisOps<T, ExecSpace, false> {
   using mem = typename ExecSpace::memory_space;
   using policy = Kokkos::RangePolicy<ExecSpace>;
 
-  static linalg::cuda::Handles& handles(const ExecSpace& space) { return linalg::cuda::Handles::on(space.cuda_stream()); }
+  static linalg::cuda::Handles& handles(const ExecSpace& space) {
+    return linalg::cuda::Handles::on(space.cuda_stream());
+  }
 
   static State make_state(const ExecSpace& space, std::vector<Block> blocks, bool covariance) {
     if (!covariance)
@@ -109,7 +111,8 @@ struct EigenbasisOps<T, ExecSpace, false> {
   }
 
   static void project_all(const ExecSpace& space, State& st, const Set& in, Set& out) {
-    for (std::size_t i = 0; i < st.blocks.size(); ++i) project_block(space, st, i, in.flat(i).data(), out.flat(i).data());
+    for (std::size_t i = 0; i < st.blocks.size(); ++i)
+      project_block(space, st, i, in.flat(i).data(), out.flat(i).data());
   }
   static void project_back_all(const ExecSpace& space, State& st, Set& x) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i)
@@ -150,9 +153,8 @@ struct EigenbasisOps<T, ExecSpace, false> {
     T* A = st.square_a.data();
     const T* f = F.data();
     Kokkos::parallel_for(
-        "delayopt::basis::eigh_prepare", policy(space, 0, n * n), KOKKOS_LAMBDA(const int k) {
-          A[k] = f[k] + ((k % n) == (k / n) ? T(1e-30) : T(0));
-        });
+        "delayopt::basis::eigh_prepare", policy(space, 0, n * n),
+        KOKKOS_LAMBDA(const int k) { A[k] = f[k] + ((k % n) == (k / n) ? T(1e-30) : T(0)); });
     auto& hs = h(space);
     int* info = st.ints.data();
     linalg::cuda::syevd(hs.solver, n, A, st.vec.data(), st.work.data(), static_cast<int>(st.work.extent(0)), info);
