@@ -1,8 +1,8 @@
 /// \file delayopt/core/optimizer.hpp
 /// \brief Optimizer<Basis, Moment, Delay, Schedule>: optax-style init/update on any Kokkos space.
 ///
-///   delayopt::Optimizer<basis::Identity, moment::Adam> opt({.moment = {.beta2 = 0.99},
-///                                                           .schedule = {.lr = 1e-2}});
+///   delayopt::Optimizer<basis::Identity, moment::Adam, delay::None> opt(
+///       {.moment = {.beta2 = 0.99}, .schedule = {.lr = 1e-2}});
 ///   auto state = opt.init(space, params);
 ///   opt.update(space, params, grads, state);   // enqueued on `space`, no fence
 #pragma once
