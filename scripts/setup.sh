@@ -11,7 +11,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 preset=${DELAYOPT_PRESET:-default}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/delayopt
+home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}  # CI may run without HOME
+cache=${XDG_CACHE_HOME:-$home/.cache}/delayopt
 kokkos_version=3.4.01  # the Kokkos inside Debian 12's trilinos source package
 kokkos_prefix=$cache/kokkos-$kokkos_version
 jobs=$(nproc)
