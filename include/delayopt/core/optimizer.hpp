@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace delayopt {
 
@@ -382,7 +384,10 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     static_assert(std::is_same_v<Grads, ParamSet<T, ExecSpace>>,
                   "delayopt::Optimizer::update: grads must be a ParamSet with the same value type and execution "
                   "space as params");
-    compat::ScopedRegion region(std::string("delayopt::Optimizer<") + Basis::name + ", " + Moment::name + ">::update");
+    // Built once: a string per call would be a heap allocation on every step.
+    static const std::string region_name =
+        std::string("delayopt::Optimizer<") + Basis::name + ", " + Moment::name + ">::update";
+    compat::ScopedRegion region(region_name);
     ParamSet<T, ExecSpace>::require_same_shapes(params, grads, "delayopt::Optimizer::update", "params", "grads");
     ParamSet<T, ExecSpace>::require_same_shapes(params, state.moments[0], "delayopt::Optimizer::update", "params",
                                                 "state");
@@ -515,8 +520,13 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     compat::fence(space, "delayopt::Optimizer::update: effective gradient");
 
     const auto settings = Basis::settings(config_.basis, moment_beta1(), moment_beta2());
-    std::vector<int> linear, second;
-    for (int k = 0; k < Moment::slots; ++k) (Moment::slot_kinds[k] == SlotKind::linear ? linear : second).push_back(k);
+    // Slot indices by kind depend only on the moment policy: computed once, not every step.
+    static const auto [linear, second] = [] {
+      std::pair<std::vector<int>, std::vector<int>> split;
+      for (int k = 0; k < Moment::slots; ++k)
+        (Moment::slot_kinds[k] == SlotKind::linear ? split.first : split.second).push_back(k);
+      return split;
+    }();
     if (!Basis::begin_step(space, settings, state.basis, geff, state.moments, linear, second, work)) return;
 
     Basis::project(space, state.basis, geff, work);
