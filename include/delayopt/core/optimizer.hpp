@@ -520,13 +520,16 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     compat::fence(space, "delayopt::Optimizer::update: effective gradient");
 
     const auto settings = Basis::settings(config_.basis, moment_beta1(), moment_beta2());
-    // Slot indices by kind depend only on the moment policy: computed once, not every step.
-    static const auto [linear, second] = [] {
+    // Slot indices by kind depend only on the moment policy: computed once, not every step. (A plain
+    // pair: GCC 12 mangles static structured bindings of different instantiations to one symbol.)
+    static const std::pair<std::vector<int>, std::vector<int>> slot_split = [] {
       std::pair<std::vector<int>, std::vector<int>> split;
       for (int k = 0; k < Moment::slots; ++k)
         (Moment::slot_kinds[k] == SlotKind::linear ? split.first : split.second).push_back(k);
       return split;
     }();
+    const auto& linear = slot_split.first;
+    const auto& second = slot_split.second;
     if (!Basis::begin_step(space, settings, state.basis, geff, state.moments, linear, second, work)) return;
 
     Basis::project(space, state.basis, geff, work);
