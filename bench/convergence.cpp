@@ -1,24 +1,33 @@
 // delayopt_convergence: iterations to a target loss under gradient delay, per method, delay and seed.
 //
-//   delayopt_convergence --problem quadratic --dim 64 --kappa 100 --tau 0,4,16
-//       --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov --seeds 1,2,3 --json out.json
+//   delayopt_convergence --problem mlp --stages 1,4,16 --seeds 1,2,3
+//       --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov --json mlp.json
+//   delayopt_convergence --problem kron-lstsq --tau 0,4,16 --methods adam,rot-cov-bi
 //
-// Single-block problems with a delay tau: the gradient applied at step t is taken at the weights of
-// step t - tau (weight stashing; before step 0 the weights were w_0). The learning rate is tuned per
-// (method, tau, seed) on --lr-grid; each record keeps the best. The MLP pipeline runs in
-// examples/async_pipeline (delayopt_pipeline), where the delays come from real asynchronous execution.
+// Problems (docs/convergence.md):
+//  - quadratic / kron-lstsq: one block, the gradient applied at step t taken at the weights of step
+//    t - tau (weight stashing: w_0 before training started), optional gradient noise;
+//  - mlp: a residual MLP split into P pipeline stages; the gradient of step t is taken in a network
+//    whose stage-s layers sit at their version from P-1-s steps ago, each stage applies it to its
+//    current weights with its own optimizer (stashing on), or the backward uses the current weights
+//    (stashing off). Fresh minibatches every step; the target is a relative held-out loss.
+// The learning rate is tuned per (method, delay, seed) on --lr-grid; each record keeps the best.
 #include <delayopt/delayopt.hpp>
+#include <method_registry.hpp>
 
 #include <CLI/CLI.hpp>
 #include <Eigen/Dense>
+#include <unsupported/Eigen/KroneckerProduct>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
+#include <map>
 #include <fstream>
-#include <functional>
-#include <memory>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -28,7 +37,9 @@ namespace {
 
 using E = Kokkos::DefaultHostExecutionSpace;
 using Set = delayopt::ParamSet<double, E>;
+using Method = delayopt::tools::AnyMethod<double, E>;
 using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vec = Eigen::VectorXd;
 
 Mat random_orthogonal(int n, std::mt19937& gen) {
   std::normal_distribution<double> normal;
@@ -37,22 +48,45 @@ Mat random_orthogonal(int n, std::mt19937& gen) {
   return Mat(Eigen::HouseholderQR<Mat>(a).householderQ());
 }
 
+/// kappa^(-i/(n-1)), i = 0..n-1: log-evenly spaced from 1 down to 1/kappa.
+Vec log_spectrum(int n, double kappa) {
+  Vec d(n);
+  for (int i = 0; i < n; ++i) d(i) = std::pow(kappa, -double(i) / std::max(n - 1, 1));
+  return d;
+}
+
+Eigen::Map<Mat> as_mat(const Set& s, std::size_t i) {
+  const auto& sh = s.shapes()[i];
+  return {s.flat(i).data(), static_cast<Eigen::Index>(sh.rows), static_cast<Eigen::Index>(sh.cols)};
+}
+
+struct Outcome {
+  std::optional<int> iters;
+  double final_loss = std::numeric_limits<double>::infinity();
+  double sec_per_step = 0;
+};
+
+/// Stops a run: target reached, diverged, or past `limit` (the best iteration count found so far
+/// on the lr grid, so losing learning rates stop early).
+struct Stop {
+  double target;
+  int limit;
+};
+
+// ---- single-block problems --------------------------------------------------------------------
+
 /// f(W) = 1/2 tr((W - W*)^T A (W - W*) B) (Hessian B (x) A, rotated and ill-conditioned), with
 /// gradient noise A^{1/2} Z B^{1/2} * noise. `quadratic` is the cols = 1 case (B = 1).
-struct Problem {
+struct Quadratic {
   int rows, cols;
   double noise;
-  Mat A, B, A_half, B_half, W_star, W0;
+  Mat A, B, A_half, B_half, W_star, W0, U, V;
   std::mt19937 gen;
 
-  Problem(int r, int c, double kappa, double noise_, unsigned seed) : rows(r), cols(c), noise(noise_), gen(seed) {
-    auto spectrum = [&](int n, double k) {
-      Eigen::VectorXd d(n);
-      for (int i = 0; i < n; ++i) d(i) = std::pow(k, -double(i) / std::max(n - 1, 1));
-      return d;
-    };
-    const Mat U = random_orthogonal(r, gen), V = random_orthogonal(c, gen);
-    const Eigen::VectorXd a = spectrum(r, kappa), b = spectrum(c, c > 1 ? std::sqrt(kappa) : 1.0);
+  Quadratic(int r, int c, double kappa, double noise_, unsigned seed) : rows(r), cols(c), noise(noise_), gen(seed) {
+    U = random_orthogonal(r, gen);
+    V = random_orthogonal(c, gen);
+    const Vec a = log_spectrum(r, kappa), b = log_spectrum(c, c > 1 ? std::sqrt(kappa) : 1.0);
     A = U * a.asDiagonal() * U.transpose();
     B = V * b.asDiagonal() * V.transpose();
     A_half = U * a.cwiseSqrt().asDiagonal() * U.transpose();
@@ -76,192 +110,483 @@ struct Problem {
     }
     return G;
   }
+  /// The Hessian in the row-major vec(W) (A (x) B) and the basis of the Kronecker factors'
+  /// eigenvectors, U (x) V, that a rotated method converges to.
+  Mat hessian() const { return Eigen::kroneckerProduct(A, B); }
+  Mat factor_basis() const { return Eigen::kroneckerProduct(U, V); }
 };
 
-/// One optimizer step: params, grads, the weights the gradient was taken at, tau. Also exposes the
-/// weight-prediction velocity for methods that have it.
-struct Method {
-  std::function<void(Set&, const Set&, const Set&, int)> step;
-  std::function<void(const Set&, int, Set&)> predict;  // empty unless weight prediction
-};
-
-template <class Opt>
-Method make(const Opt& opt, const Set& params) {
-  auto st = std::make_shared<typename Opt::template State<double, E>>(opt.init(E(), params));
-  Method m;
-  m.step = [opt, st](Set& p, const Set& g, const Set& stale, int tau) {
-    opt.update(E(), p, g, *st, {.tau = tau}, &stale);
-  };
-  if constexpr (std::is_same_v<typename Opt::delay_type, delayopt::delay::WeightPrediction>)
-    m.predict = [st](const Set& p, int tau, Set& out) {
-      delayopt::delay::WeightPrediction::predict(E(), p, st->delay[0], tau, out);
-    };
-  return m;
-}
-
-const char* kMethods =
-    "adam, pipedream-lr, nesterov (NAdam beta1 0.99), dcasgd, weight-pred, rot-cov-bi, rot-cov-uni, rot-mom-bi, "
-    "rot-mom-uni, full-eigen, and <rotation or full-eigen>+<pipedream-lr|nesterov|dcasgd|weight-pred>";
-
-template <class Moment, class Delay, class Basis>
-Method compose(const typename Basis::Hyper& basis, double lr, std::int64_t horizon, const Set& params) {
-  using Opt = delayopt::Optimizer<Basis, Moment, Delay>;
-  typename Opt::Config c;
-  c.basis = basis;
-  c.schedule.lr = lr;
-  if constexpr (std::is_same_v<Delay, delayopt::delay::StageLRDiscount>) c.delay.anneal_steps = horizon;
-  if constexpr (std::is_same_v<Moment, delayopt::moment::Adam>)
-    if constexpr (!Basis::is_identity) c.moment.eps_mode = delayopt::moment::Adam::Eps::before_bias_correction;
-  return make(Opt(c), params);
-}
-
-template <class Basis>
-Method with_delay(const std::string& mod, const typename Basis::Hyper& basis, double lr, std::int64_t horizon,
-                  const Set& params) {
-  using namespace delayopt;
-  if (mod.empty()) return compose<moment::Adam, delay::None, Basis>(basis, lr, horizon, params);
-  if (mod == "pipedream-lr") return compose<moment::Adam, delay::StageLRDiscount, Basis>(basis, lr, horizon, params);
-  if (mod == "nesterov") return compose<moment::NAdam, delay::None, Basis>(basis, lr, horizon, params);
-  if (mod == "dcasgd") return compose<moment::Adam, delay::DCASGD, Basis>(basis, lr, horizon, params);
-  if (mod == "weight-pred") return compose<moment::Adam, delay::WeightPrediction, Basis>(basis, lr, horizon, params);
-  throw std::invalid_argument("unknown delay compensation '" + mod + "'");
-}
-
-Method make_method(const std::string& name, double lr, std::int64_t horizon, const Set& params) {
-  using namespace delayopt;
-  const auto plus = name.find('+');
-  const std::string base = name.substr(0, plus), mod = plus == std::string::npos ? "" : name.substr(plus + 1);
-  const basis::Identity::Hyper id{};
-  if (base == "adam" && mod.empty()) return with_delay<basis::Identity>("", id, lr, horizon, params);
-  if (mod.empty() && (base == "pipedream-lr" || base == "nesterov" || base == "dcasgd" || base == "weight-pred"))
-    return with_delay<basis::Identity>(base, id, lr, horizon, params);
-  if (base == "full-eigen")
-    return with_delay<basis::FullEigen>(mod, {.ordering = basis::Ordering::paper}, lr, horizon, params);
-  basis::KroneckerEigen::Hyper h{.ordering = basis::Ordering::paper};
-  if (base == "rot-cov-bi") {
-  } else if (base == "rot-cov-uni") {
-    h.geometry = basis::Geometry::one_sided;
-  } else if (base == "rot-mom-bi") {
-    h.source = basis::Source::momentum;
-  } else if (base == "rot-mom-uni") {
-    h.source = basis::Source::momentum;
-    h.geometry = basis::Geometry::one_sided;
-  } else {
-    throw std::invalid_argument("unknown method '" + name + "' (known: " + kMethods + ")");
-  }
-  h.rank1 = basis::Rank1::full;  // the quadratic problem is one vector block
-  return with_delay<basis::KroneckerEigen>(mod, h, lr, horizon, params);
-}
-
-struct Outcome {
-  std::optional<int> iters;
-  double final_loss;
-  double sec_per_step;
-};
-
-Outcome run(Problem prob, const std::string& method, double lr, int tau, double target, int max_iters) {
+Outcome run_single(Quadratic prob, const std::string& name, const delayopt::tools::MethodOptions& mo, int tau,
+                   Stop stop) {
   Set params({{"W", prob.cols > 1 ? 2 : 1, static_cast<std::size_t>(prob.rows), static_cast<std::size_t>(prob.cols)}});
-  Eigen::Map<Mat>(params.flat(0).data(), prob.rows, prob.cols) = prob.W0;
-  auto grads = Set::zeros_like(params), probe = Set::zeros_like(params);
-  Method m = make_method(method, lr, max_iters, params);
+  as_mat(params, 0) = prob.W0;
+  auto grads = Set::zeros_like(params), predicted = Set::zeros_like(params);
+  auto opts = mo;
+  opts.rotate_vectors = true;  // the quadratic is one vector block: rotate it
+  Method m = delayopt::tools::make_method(name, opts, E(), params);
   std::vector<Set> ring;  // the last tau + 1 weight versions (stashing)
   for (int k = 0; k <= tau; ++k) ring.push_back(params.clone(E()));
   const double f0 = prob.loss(prob.W0);
   const auto t0 = std::chrono::steady_clock::now();
+  Outcome out;
   int it = 1;
-  double rel = 1;
-  for (; it <= max_iters; ++it) {
-    // Slot k % (tau + 1) holds the latest w_k; step `it` needs w_{it-1-tau} (w_0 before training
-    // started), whose slot is it % (tau + 1), and then stores w_it there.
+  for (; it <= stop.limit; ++it) {
+    // Slot k % (tau + 1) holds w_k; step `it` needs w_{it-1-tau} (w_0 before training started),
+    // whose slot is it % (tau + 1), and then stores w_it there.
     const Set& stale = ring[it % (tau + 1)];
     const Set* at = &stale;
-    if (m.predict) {  // PipeMare: take the gradient at the weights predicted tau steps ahead
-      m.predict(stale, tau, probe);
-      at = &probe;
+    if (m.predicts()) {  // PipeMare: take the gradient at the weights predicted tau steps ahead
+      m.predict(E(), stale, tau, predicted);
+      E().fence();
+      at = &predicted;
     }
-    Eigen::Map<Mat>(grads.flat(0).data(), prob.rows, prob.cols) =
-        prob.gradient(Eigen::Map<const Mat>(at->flat(0).data(), prob.rows, prob.cols));
-    m.step(params, grads, stale, tau);
+    as_mat(grads, 0) = prob.gradient(as_mat(*at, 0));
+    m.step(E(), params, grads, {.tau = tau}, &stale);
     E().fence();
     ring[it % (tau + 1)].assign(E(), params);
-    rel = prob.loss(Eigen::Map<const Mat>(params.flat(0).data(), prob.rows, prob.cols)) / f0;
-    if (rel <= target) break;
-    if (!std::isfinite(rel) || rel > 1e6) break;
+    E().fence();
+    out.final_loss = prob.loss(as_mat(params, 0)) / f0;
+    if (out.final_loss <= stop.target) {
+      out.iters = it;
+      break;
+    }
+    if (!std::isfinite(out.final_loss) || out.final_loss > 1e6) break;
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int done = std::min(it, max_iters);
-  return {rel <= target ? std::optional<int>(it) : std::nullopt, rel, sec / done};
+  out.sec_per_step = sec / std::max(1, std::min(it, stop.limit));
+  return out;
+}
+
+// ---- the pipelined residual MLP ---------------------------------------------------------------
+
+/// tanh through Eigen's vectorized exp (std::tanh is scalar and was 70% of the MLP's time):
+/// 1 - 2 / (e^{2x} + 1), exact to rounding in double, saturating correctly at +-1.
+template <class Derived>
+Mat fast_tanh(const Eigen::MatrixBase<Derived>& z) {
+  return (1.0 - 2.0 / ((2.0 * z.array()).exp() + 1.0)).matrix();
+}
+
+struct MlpShape {
+  int layers = 16, width = 24, batch = 32, holdout = 512, eval_every = 25;
+  double kappa = 100, teacher_scale = 1.0, init_scale = 0.5;
+};
+
+/// h_{l+1} = h_l + 0.5 tanh(W_l h_l), l = 0..L-1, loss 1/(2B) ||h_L - y||^2 with y from a teacher of
+/// the same architecture; inputs x = S^{1/2} z with S rotated and condition number kappa.
+struct Mlp {
+  MlpShape shape;
+  Mat input_half;  // S^{1/2}
+  std::vector<Mat> teacher, init;
+  Mat x_held, y_held;
+
+  /// Minibatch k of the stream (x, teacher(x)): every method and learning rate sees the same
+  /// batches, generated once.
+  const std::pair<Mat, Mat>& batch(std::size_t k) const {
+    while (batches_.size() <= k) {
+      Mat x = inputs(shape.batch, data_gen_);
+      Mat y = forward_teacher(x);
+      batches_.emplace_back(std::move(x), std::move(y));
+    }
+    return batches_[k];
+  }
+
+ private:
+  mutable std::mt19937 data_gen_;
+  mutable std::deque<std::pair<Mat, Mat>> batches_;
+
+ public:
+
+  Mlp(const MlpShape& s, unsigned seed) : shape(s), data_gen_(seed * 7919u + 17u) {
+    std::mt19937 gen(seed);
+    const int n = s.width;
+    const Mat U = random_orthogonal(n, gen);
+    Vec spec = log_spectrum(n, s.kappa);
+    spec *= n / spec.sum();  // mean eigenvalue 1
+    input_half = U * spec.cwiseSqrt().asDiagonal() * U.transpose();
+    std::normal_distribution<double> normal;
+    auto random_layer = [&](double scale) {
+      Mat w(n, n);
+      for (int i = 0; i < w.size(); ++i) w.data()[i] = normal(gen) * scale / std::sqrt(double(n));
+      return w;
+    };
+    for (int l = 0; l < s.layers; ++l) teacher.push_back(random_layer(s.teacher_scale));
+    for (int l = 0; l < s.layers; ++l) init.push_back(random_layer(s.init_scale));
+    x_held = inputs(s.holdout, gen);
+    y_held = forward_teacher(x_held);
+  }
+  Mat inputs(int count, std::mt19937& gen) const {
+    std::normal_distribution<double> normal;
+    Mat z(shape.width, count);
+    for (int i = 0; i < z.size(); ++i) z.data()[i] = normal(gen);
+    return input_half * z;
+  }
+  Mat forward_teacher(Mat h) const {
+    for (const auto& w : teacher) h += 0.5 * fast_tanh(w * h);
+    return h;
+  }
+  /// Held-out loss of the network whose layer l is layer(l).
+  template <class Layer>
+  double held_loss(Layer layer) const {
+    Mat h = x_held;
+    for (int l = 0; l < shape.layers; ++l) h += 0.5 * fast_tanh(layer(l) * h);
+    return 0.5 * (h - y_held).squaredNorm() / shape.holdout;
+  }
+  /// Minibatch gradient: forward through fwd(l); the backward through the same weights
+  /// (same_weights: stashing) or recomputed with bwd(l) (the current weights, no stashing). grad(l)
+  /// receives dLoss/dW_l.
+  template <class Fwd, class Bwd, class Grad>
+  double gradient(const Mat& x, const Mat& y, Fwd fwd, bool same_weights, Bwd bwd, Grad grad) const {
+    const int L = shape.layers;
+    std::vector<Mat> h(L + 1), t(L);
+    h[0] = x;
+    for (int l = 0; l < L; ++l) {
+      t[l] = fast_tanh(fwd(l) * h[l]);
+      h[l + 1] = h[l] + 0.5 * t[l];
+    }
+    Mat d = (h[L] - y) / double(x.cols());
+    const double loss = 0.5 * (h[L] - y).squaredNorm() / double(x.cols());
+    for (int l = L - 1; l >= 0; --l) {
+      const auto& w = bwd(l);
+      if (!same_weights) t[l] = fast_tanh(w * h[l]);
+      const Mat s = (d.array() * 0.5 * (1.0 - t[l].array().square())).matrix();
+      grad(l) = s * h[l].transpose();
+      d += w.transpose() * s;
+    }
+    return loss;
+  }
+};
+
+struct MlpRun {
+  int stages;
+  bool stashing;
+  /// Per stage: how the stage's rotated basis refreshes (empty: every mo.refresh_every steps).
+  std::vector<std::int64_t> refresh_shares;
+  std::int64_t refresh_window = 0;
+};
+
+Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::MethodOptions mo, const MlpRun& cfg,
+                Stop stop) {
+  const int L = mlp.shape.layers, P = cfg.stages, n = mlp.shape.width;
+  struct Stage {
+    int first, count, tau;
+    Set params, grads, predicted;
+    std::vector<Set> ring;  // forward weights of the last tau + 1 steps
+    std::optional<Method> method;
+  };
+  std::vector<Stage> st(P);
+  std::vector<std::pair<int, int>> where(L);  // layer -> (stage, block)
+  for (int s = 0; s < P; ++s) {
+    auto& g = st[s];
+    g.first = s * L / P;
+    g.count = (s + 1) * L / P - g.first;
+    g.tau = P - 1 - s;
+    std::vector<delayopt::BlockShape> shapes;
+    for (int k = 0; k < g.count; ++k) {
+      shapes.push_back({"W" + std::to_string(g.first + k), 2, std::size_t(n), std::size_t(n)});
+      where[g.first + k] = {s, k};
+    }
+    g.params = Set(shapes);
+    for (int k = 0; k < g.count; ++k) as_mat(g.params, k) = mlp.init[g.first + k];
+    g.grads = Set::zeros_like(g.params);
+    g.predicted = Set::zeros_like(g.params);
+    for (int k = 0; k <= g.tau; ++k) g.ring.push_back(g.params.clone(E()));
+    auto o = mo;
+    if (!cfg.refresh_shares.empty()) {
+      o.refresh_window = cfg.refresh_window;
+      o.refreshes_per_window = cfg.refresh_shares[s];
+    }
+    g.method.emplace(delayopt::tools::make_method(name, o, E(), g.params));
+  }
+  // Eigen maps of one step's weights for every layer: forward (stashed or predicted), current.
+  std::vector<Eigen::Map<Mat>> fwd, cur, grad;
+  const auto layer_now = [&](int l) { return as_mat(st[where[l].first].params, where[l].second); };
+  const double f0 = mlp.held_loss(layer_now);
+  Outcome out;
+  const auto t0 = std::chrono::steady_clock::now();
+  int it = 1;
+  for (; it <= stop.limit; ++it) {
+    fwd.clear();
+    cur.clear();
+    grad.clear();
+    for (int l = 0; l < L; ++l) {
+      auto& g = st[where[l].first];
+      // Slot it % (tau + 1) holds the stage's forward weights from step it - 1 - tau.
+      fwd.push_back(as_mat(g.ring[it % (g.tau + 1)], where[l].second));
+      cur.push_back(as_mat(g.params, where[l].second));
+      grad.push_back(as_mat(g.grads, where[l].second));
+    }
+    const auto& [x, y] = mlp.batch(static_cast<std::size_t>(it - 1));
+    mlp.gradient(
+        x, y, [&](int l) -> const Eigen::Map<Mat>& { return fwd[l]; }, cfg.stashing,
+        [&](int l) -> const Eigen::Map<Mat>& { return cfg.stashing ? fwd[l] : cur[l]; },
+        [&](int l) -> Eigen::Map<Mat>& { return grad[l]; });
+    for (auto& g : st) {
+      // DC-ASGD compares with the weights the forward used (its stash).
+      g.method->step(E(), g.params, g.grads, {.step = it - 1, .tau = g.tau}, &g.ring[it % (g.tau + 1)]);
+      if (g.method->predicts())  // PipeMare: the next forward runs on weights predicted tau ahead
+        g.method->predict(E(), g.params, g.tau, g.ring[it % (g.tau + 1)]);
+      else
+        g.ring[it % (g.tau + 1)].assign(E(), g.params);
+    }
+    E().fence();
+    if (it % mlp.shape.eval_every == 0 || it == stop.limit) {
+      out.final_loss = mlp.held_loss(layer_now) / f0;
+      if (out.final_loss <= stop.target) {
+        out.iters = it;
+        break;
+      }
+      if (!std::isfinite(out.final_loss) || out.final_loss > 1e3) break;
+    }
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.sec_per_step = sec / std::max(1, std::min(it, stop.limit));
+  return out;
+}
+
+// ---- misalignment probe ------------------------------------------------------------------------
+
+/// ||H||_{1,1} / tr H of the quadratic's Hessian in the coordinates and in the Kronecker factors'
+/// eigenbasis (what a rotated method converges to).
+void probe_single(const Quadratic& q, nlohmann::json& out) {
+  const Mat H = q.hessian(), Q = q.factor_basis();
+  const auto n = static_cast<std::size_t>(H.rows());
+  const delayopt::probe::Hvp hvp = [&](const delayopt::probe::Vector& v, delayopt::probe::Vector& r) {
+    Eigen::Map<Vec>(r.data(), n) = H * Eigen::Map<const Vec>(v.data(), n);
+  };
+  delayopt::probe::Vector qv(Q.data(), Q.data() + Q.size());
+  const auto before = delayopt::probe::misalignment(n, hvp);
+  const auto after = delayopt::probe::misalignment(n, delayopt::probe::rotated(hvp, qv, n));
+  const double exact = H.cwiseAbs().sum() / H.trace();
+  std::printf("probe: ||H||_11 / tr H = %.3f (exact %.3f) in the coordinates, %.3f in the factors' eigenbasis\n",
+              before.ratio, exact, after.ratio);
+  out = {{"before", before.ratio}, {"exact_before", exact}, {"after", after.ratio}};
+}
+
+/// The same for the MLP's first layer at its initial weights: the Hessian of the held-out loss in
+/// W_0 by finite differences of gradients; the basis from L = E[G G^T], R = E[G^T G] over 64
+/// minibatch gradients.
+void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
+  const int n = mlp.shape.width, L = mlp.shape.layers;
+  std::vector<Mat> w = mlp.init, g(L);
+  auto grad0 = [&](const Mat& x, const Mat& y) {
+    mlp.gradient(
+        x, y, [&](int l) -> const Mat& { return w[l]; }, true, [&](int l) -> const Mat& { return w[l]; },
+        [&](int l) -> Mat& { return g[l]; });
+    return g[0];
+  };
+  const auto N = static_cast<std::size_t>(n * n);
+  const delayopt::probe::Hvp hvp = delayopt::probe::hvp_from_gradients(
+      [&](const delayopt::probe::Vector& v, delayopt::probe::Vector& r) {
+        w[0] = Eigen::Map<const Mat>(v.data(), n, n);
+        const Mat g0 = grad0(mlp.x_held, mlp.y_held);
+        r.assign(g0.data(), g0.data() + g0.size());
+      },
+      delayopt::probe::Vector(mlp.init[0].data(), mlp.init[0].data() + N));
+  const auto before = delayopt::probe::misalignment(N, hvp, 200);
+  std::mt19937 gen(12345);
+  Mat Lf = Mat::Zero(n, n), Rf = Mat::Zero(n, n);
+  w = mlp.init;
+  for (int k = 0; k < 64; ++k) {
+    const Mat x = mlp.inputs(mlp.shape.batch, gen), y = mlp.forward_teacher(x);
+    const Mat G = grad0(x, y);
+    Lf += G * G.transpose();
+    Rf += G.transpose() * G;
+  }
+  const Mat U = Eigen::SelfAdjointEigenSolver<Mat>(Lf).eigenvectors(),
+            V = Eigen::SelfAdjointEigenSolver<Mat>(Rf).eigenvectors();
+  const Mat Q = Eigen::kroneckerProduct(U, V);
+  delayopt::probe::Vector qv(Q.data(), Q.data() + Q.size());
+  w = mlp.init;
+  const auto after = delayopt::probe::misalignment(N, delayopt::probe::rotated(hvp, qv, N), 200);
+  std::printf("probe (layer 0 at init): ||H||_11 / tr H = %.3f in the coordinates, %.3f in the L/R eigenbasis\n",
+              before.ratio, after.ratio);
+  out = {{"before", before.ratio}, {"after", after.ratio}};
 }
 
 }  // namespace
 
 int main(int argc, char* argv[]) {
   CLI::App app{"delayopt convergence study: iterations to a target relative loss under gradient delay"};
-  std::string problem = "quadratic", json_file;
+  std::string problem = "quadratic", json_file, stashing = "on", refresh_split;
   int dim = 64, rows = 16, cols = 8, max_iters = 20000;
-  double kappa = 100, noise = 0, target = 1e-3;
-  std::vector<int> taus{0, 4, 16}, seeds{1};
+  double kappa = 100, noise = 0, target = -1;
+  MlpShape shape;
+  std::vector<int> taus, stages, seeds{1};
   std::vector<std::string> methods{"adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"};
   std::vector<double> lrs;
+  delayopt::tools::MethodOptions mo;
+  std::int64_t refresh_budget = 0, refresh_window = 100, anneal_steps = 0;
+  bool probe = false;
   for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));  // quarter decades
-  app.add_option("--problem", problem, "quadratic or kron-lstsq (the MLP pipeline is delayopt_pipeline)")
-      ->check(CLI::IsMember({"quadratic", "kron-lstsq"}))
+  app.add_option("--problem", problem, "quadratic, kron-lstsq or mlp")
+      ->check(CLI::IsMember({"quadratic", "kron-lstsq", "mlp"}))
       ->capture_default_str();
   app.add_option("--dim", dim, "quadratic: dimension")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--rows", rows, "kron-lstsq: rows of W")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--cols", cols, "kron-lstsq: columns of W")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--kappa", kappa, "condition number")->capture_default_str()->check(CLI::Range(1.0, 1e12));
-  app.add_option("--noise", noise, "gradient noise scale")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--tau", taus, "gradient delays")
-      ->delimiter(',')
+  app.add_option("--kappa", kappa, "condition number of the Hessian (quadratic) or input covariance (mlp)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e12));
+  app.add_option("--noise", noise, "quadratic/kron-lstsq: gradient noise scale")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--layers", shape.layers, "mlp: residual layers")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--width", shape.width, "mlp: width")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--batch", shape.batch, "mlp: minibatch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--eval-every", shape.eval_every, "mlp: steps between held-out evaluations")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--tau", taus, "single-block problems: gradient delays (default 0,4,16)")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--stages", stages, "mlp: pipeline depths P; stage s sees delay P-1-s (default 1,4,16)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--stashing", stashing, "mlp: on = forward and backward on the same stashed weights")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.add_option("--seeds", seeds, "seeds")->delimiter(',')->capture_default_str();
-  app.add_option("--methods", methods, kMethods)->delimiter(',')->capture_default_str();
-  app.add_option("--target", target, "relative loss to reach")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  app.add_option("--max-iters", max_iters, "give up after this many steps")->capture_default_str();
-  app.add_option("--lr-grid", lrs, "learning rates tried per (method, tau, seed)")
+  app.add_option("--methods", methods, delayopt::tools::method_names())->delimiter(',')->capture_default_str();
+  app.add_option("--target", target, "relative loss to reach (default 1e-3; mlp: held-out, 0.05)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--max-iters", max_iters, "give up after this many steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr-grid", lrs, "learning rates tried per (method, delay, seed)")
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
+  app.add_option("--refresh-every", mo.refresh_every, "rotated bases: steps between refreshes")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--refresh-budget", refresh_budget,
+                 "mlp: refreshes per --refresh-window shared by all stages (replaces --refresh-every)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--refresh-window", refresh_window, "mlp: window of the refresh budget")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--refresh-split", refresh_split, "mlp: how the budget is split across stages")
+      ->check(CLI::IsMember({"proportional", "uniform", "inverse"}));
+  app.add_option("--anneal-steps", anneal_steps, "PipeDream-LR's T_c (default: --max-iters)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dcasgd-lambda", mo.dcasgd_lambda, "DC-ASGD's lambda")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
   CLI11_PARSE(app, argc, argv);
 
+  const bool is_mlp = problem == "mlp";
+  shape.kappa = kappa;
+  auto usage_error = [](const std::string& what) {
+    std::fprintf(stderr, "delayopt_convergence: %s\n", what.c_str());
+    return 2;
+  };
+  if (is_mlp && !taus.empty()) return usage_error("--problem mlp takes --stages (stage s is delayed by P-1-s), not --tau");
+  if (!is_mlp && !stages.empty()) return usage_error("--stages applies to --problem mlp; use --tau here");
+  if (!is_mlp && (refresh_budget > 0 || stashing == "off"))
+    return usage_error("--refresh-budget and --stashing apply to --problem mlp");
+  if (refresh_budget > 0 && refresh_split.empty()) refresh_split = "proportional";
+  if (!refresh_split.empty() && refresh_budget == 0) return usage_error("--refresh-split needs --refresh-budget");
+  for (int P : stages)
+    if (P > shape.layers)
+      return usage_error("--stages " + std::to_string(P) + " exceeds --layers " + std::to_string(shape.layers) +
+                         " (each stage needs a layer)");
+  if (taus.empty()) taus = {0, 4, 16};
+  if (stages.empty()) stages = {1, 4, 16};
+  if (target < 0) target = is_mlp ? 0.05 : 1e-3;
+  mo.anneal_steps = anneal_steps > 0 ? anneal_steps : max_iters;
+  std::sort(lrs.begin(), lrs.end());
+
   Kokkos::ScopeGuard guard(argc, argv);
-  nlohmann::json records = nlohmann::json::array();
-  std::printf("%-24s %5s %5s %12s %9s %12s\n", "method", "tau", "seed", "iters", "best lr", "final f/f0");
+  // Validate every name before any run, so a typo does not surface an hour in.
+  for (const auto& m : methods) try {
+      Set probe_set({{"W", 2, 2, 2}});
+      delayopt::tools::make_method(m, mo, E(), probe_set);
+    } catch (const std::exception& e) {
+      return usage_error(e.what());
+    }
+
+  nlohmann::json records = nlohmann::json::array(), probes = nlohmann::json::array();
+  const char* delay_key = is_mlp ? "stages" : "tau";
+  std::printf("%-24s %6s %5s %8s %9s %11s %10s\n", "method", delay_key, "seed", "iters", "best lr", "final f/f0",
+              "us/step");
+  for (int seed : probe ? seeds : std::vector<int>{}) {
+    nlohmann::json p;
+    if (is_mlp)
+      probe_mlp(Mlp(shape, seed), p);
+    else
+      probe_single(problem == "quadratic" ? Quadratic(dim, 1, kappa, 0, seed) : Quadratic(rows, cols, kappa, 0, seed),
+                   p);
+    p["seed"] = seed;
+    probes.push_back(p);
+  }
+  std::map<int, Mlp> mlps;  // per seed, with its minibatch stream
   for (const auto& method : methods)
-    for (int tau : taus)
+    for (int delay : is_mlp ? stages : taus)
       for (int seed : seeds) {
-        const Problem prob =
-            problem == "quadratic" ? Problem(dim, 1, kappa, noise, seed) : Problem(rows, cols, kappa, noise, seed);
-        std::optional<Outcome> best;
-        double best_lr = 0;
-        for (double lr : lrs) {
-          Outcome o;
-          try {
-            o = run(prob, method, lr, tau, target, max_iters);
-          } catch (const std::invalid_argument& e) {
-            std::fprintf(stderr, "delayopt_convergence: %s\n", e.what());
-            return 2;
-          }
-          const bool better = !best || (o.iters && (!best->iters || *o.iters < *best->iters)) ||
-                              (!o.iters && !best->iters && o.final_loss < best->final_loss);
-          if (better) best = o, best_lr = lr;
+        std::optional<Quadratic> quad;
+        MlpRun cfg{delay, stashing == "on", {}, refresh_window};
+        if (is_mlp) {
+          if (!mlps.count(seed)) mlps.emplace(seed, Mlp(shape, seed));
+          if (refresh_budget > 0)
+            cfg.refresh_shares = delayopt::schedule::split_refresh_budget(
+                delay, refresh_budget,
+                refresh_split == "uniform"        ? delayopt::schedule::RefreshSplit::uniform
+                : refresh_split == "proportional" ? delayopt::schedule::RefreshSplit::proportional
+                                                  : delayopt::schedule::RefreshSplit::inverse);
+        } else {
+          quad.emplace(problem == "quadratic" ? Quadratic(dim, 1, kappa, noise, seed)
+                                              : Quadratic(rows, cols, kappa, noise, seed));
         }
+        Outcome best;
+        double best_lr = lrs.front();
+        for (double lr : lrs) {
+          auto o = mo;
+          o.lr = lr;
+          // Losers stop early: a run must beat the best so far (by one evaluation interval).
+          const Stop stop{target, best.iters ? *best.iters - (is_mlp ? shape.eval_every : 1) : max_iters};
+          if (stop.limit < 1) break;
+          Outcome r;
+          try {
+            r = is_mlp ? run_mlp(mlps.at(seed), method, o, cfg, stop) : run_single(*quad, method, o, delay, stop);
+          } catch (const std::exception& e) {
+            return usage_error(e.what());
+          }
+          const bool better = (r.iters && (!best.iters || *r.iters < *best.iters)) ||
+                              (!r.iters && !best.iters && r.final_loss < best.final_loss);
+          if (better) best = r, best_lr = lr;
+        }
+        if (best.iters && (best_lr == lrs.front() || best_lr == lrs.back()) && lrs.size() > 1)
+          std::fprintf(stderr, "delayopt_convergence: note: %s %s=%d seed %d: best lr %.3g is at the edge of --lr-grid\n",
+                       method.c_str(), delay_key, delay, seed, best_lr);
         nlohmann::json r{{"method", method},
-                         {"tau", tau},
+                         {delay_key, delay},
                          {"seed", seed},
                          {"lr", best_lr},
-                         {"final_loss", best->final_loss},
-                         {"sec_per_step", best->sec_per_step}};
-        r["iters_to_target"] = best->iters ? nlohmann::json(*best->iters) : nlohmann::json(nullptr);
+                         {"final_loss", best.final_loss},
+                         {"sec_per_step", best.sec_per_step}};
+        r["iters_to_target"] = best.iters ? nlohmann::json(*best.iters) : nlohmann::json(nullptr);
         records.push_back(r);
-        std::printf("%-24s %5d %5d %12s %9.1e %12.2e\n", method.c_str(), tau, seed,
-                    best->iters ? std::to_string(*best->iters).c_str() : "-", best_lr, best->final_loss);
+        std::printf("%-24s %6d %5d %8s %9.2e %11.3e %10.1f\n", method.c_str(), delay, seed,
+                    best.iters ? std::to_string(*best.iters).c_str() : "-", best_lr, best.final_loss,
+                    best.sec_per_step * 1e6);
         std::fflush(stdout);
       }
   if (!json_file.empty()) {
-    std::ofstream(json_file) << nlohmann::json{{"problem", problem}, {"records", records}}.dump(1) << "\n";
+    nlohmann::json doc{{"problem", problem}, {"target", target}, {"records", records}};
+    if (is_mlp) {
+      doc["stashing"] = stashing == "on";
+      doc["layers"] = shape.layers;
+      doc["width"] = shape.width;
+      doc["batch"] = shape.batch;
+      doc["kappa"] = kappa;
+      if (refresh_budget > 0)
+        doc["refresh_budget"] = {{"total", refresh_budget}, {"window", refresh_window}, {"split", refresh_split}};
+      else
+        doc["refresh_every"] = mo.refresh_every;
+    }
+    if (probe) doc["probe"] = probes;
+    std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());
   }
 }

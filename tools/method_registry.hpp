@@ -1,0 +1,216 @@
+/// \file method_registry.hpp
+/// \brief Composed optimizers by name, behind one type-erased interface: the names the convergence
+/// study (delayopt_convergence) and the pipeline example (delayopt_pipeline) accept.
+///
+/// A name is `<base>` or `<base>+<compensation>`:
+///  - coordinate-basis baselines: adam, pipedream-lr, nesterov (NAdam, beta1 = 0.99), dcasgd,
+///    weight-pred;
+///  - rotated bases: rot-cov-bi (the paper's default: covariance eigenbasis, both sides),
+///    rot-cov-uni, rot-mom-bi, rot-mom-uni (momentum singular vectors), full-eigen (small blocks),
+///    soap (SOAP's published ordering and defaults);
+///  - a rotated base + pipedream-lr | nesterov | dcasgd | weight-pred runs that compensation with
+///    the rotated basis (nesterov: NAdam as the moment policy inside the basis; dcasgd: the
+///    correction on the rotated coordinates).
+/// Everything is an ordinary delayopt::Optimizer; the registry only maps names to compositions.
+#pragma once
+
+#include <delayopt/delayopt.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace delayopt::tools {
+
+/// The knobs the study and the pipeline vary; everything else keeps the policy defaults.
+struct MethodOptions {
+  double lr = 1e-3;
+  /// PipeDream-LR's T_c: steps over which the stage discount anneals away.
+  std::int64_t anneal_steps = 1000;
+  /// Rotated bases: steps between refreshes, or (refresh_window > 0) refreshes_per_window evenly
+  /// spaced refreshes in every refresh_window steps (a stage's share of a refresh budget).
+  int refresh_every = 10;
+  std::int64_t refresh_window = 0;
+  std::int64_t refreshes_per_window = 0;
+  /// Rotate vectors (biases, single-block quadratics) with their full covariance instead of leaving
+  /// them in the coordinate basis.
+  bool rotate_vectors = false;
+  /// DC-ASGD's lambda.
+  double dcasgd_lambda = 0.04;
+};
+
+struct MethodInfo {
+  const char* name;
+  const char* description;
+};
+
+/// The base names, what each one is.
+inline const std::vector<MethodInfo>& method_table() {
+  static const std::vector<MethodInfo> table{
+      {"adam", "Adam in the coordinate basis (PipeDream: no delay compensation)"},
+      {"pipedream-lr", "Adam with the stage discount lr / tau^(1 - min(t/T_c, 1)) (PipeDream-LR / PipeMare)"},
+      {"nesterov", "NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)"},
+      {"dcasgd", "Adam on the DC-ASGD-corrected gradient g + lambda g*g*(w_now - w_stale) (Zheng et al. 2017)"},
+      {"weight-pred", "Adam; the gradient is taken at weights predicted tau steps ahead (PipeMare)"},
+      {"rot-cov-bi", "Adam in the eigenbasis of L = EMA(G G^T) and R = EMA(G^T G) (paper ordering)"},
+      {"rot-cov-uni", "Adam in the eigenbasis of the smaller-side covariance factor only"},
+      {"rot-mom-bi", "Adam in the singular vectors of the first moment, both sides"},
+      {"rot-mom-uni", "Adam in the singular vectors of the first moment, smaller side only"},
+      {"full-eigen", "Adam in the eigenbasis of each block's full gradient covariance (small blocks)"},
+      {"soap", "SOAP: published ordering and defaults (betas 0.95, decoupled weight decay 0.01)"},
+  };
+  return table;
+}
+
+inline constexpr const char* kCompensations = "pipedream-lr, nesterov, dcasgd, weight-pred";
+
+/// Every accepted name, for error messages and --help.
+inline std::string method_names() {
+  std::string out;
+  for (const auto& m : method_table()) {
+    if (!out.empty()) out += ", ";
+    out += m.name;
+  }
+  out += "; and <rotated base>+<compensation> with compensation one of ";
+  out += kCompensations;
+  return out;
+}
+
+/// One optimizer with its state. step() forwards to Optimizer::update; predict() exists for
+/// weight prediction (the weights the gradient should be taken at).
+template <class T, class Space>
+class AnyMethod {
+ public:
+  using Params = ParamSet<T, Space>;
+
+  template <class Opt>
+  AnyMethod(const Opt& opt, const Space& space, const Params& params)
+      : impl_(std::make_unique<Holder<Opt>>(opt, opt.init(space, params))) {}
+
+  /// `stale`: the weights the gradient was taken at (DC-ASGD needs them; others ignore them).
+  void step(const Space& space, Params& params, const Params& grads, const StepContext& ctx,
+            const Params* stale = nullptr) {
+    impl_->step(space, params, grads, ctx, stale);
+  }
+  /// True for weight prediction: take the next gradient at predict(weights, tau).
+  bool predicts() const { return impl_->predicts(); }
+  /// out = the weights `from` extrapolated tau steps ahead along the velocity EMA.
+  void predict(const Space& space, const Params& from, int tau, Params& out) const {
+    impl_->predict(space, from, tau, out);
+  }
+  std::size_t state_bytes() const { return impl_->state_bytes(); }
+  std::int64_t skipped_steps() const { return impl_->skipped_steps(); }
+
+ private:
+  struct Base {
+    virtual ~Base() = default;
+    virtual void step(const Space&, Params&, const Params&, const StepContext&, const Params*) = 0;
+    virtual bool predicts() const = 0;
+    virtual void predict(const Space&, const Params&, int, Params&) const = 0;
+    virtual std::size_t state_bytes() const = 0;
+    virtual std::int64_t skipped_steps() const = 0;
+  };
+  template <class Opt>
+  struct Holder final : Base {
+    using State = typename Opt::template State<T, Space>;
+    static constexpr bool kPredicts = std::is_same_v<typename Opt::delay_type, delay::WeightPrediction>;
+    Holder(const Opt& o, State s) : opt(o), state(std::move(s)) {}
+    void step(const Space& space, Params& p, const Params& g, const StepContext& ctx, const Params* stale) override {
+      opt.update(space, p, g, state, ctx, stale);
+    }
+    bool predicts() const override { return kPredicts; }
+    void predict(const Space& space, const Params& from, int tau, Params& out) const override {
+      if constexpr (kPredicts)
+        delay::WeightPrediction::predict(space, from, state.delay[0], tau, out);
+      else
+        throw std::logic_error("AnyMethod::predict: this method has no weight prediction");
+    }
+    std::size_t state_bytes() const override { return Opt::state_bytes(state); }
+    std::int64_t skipped_steps() const override { return Opt::skipped_steps(state); }
+    Opt opt;
+    State state;
+  };
+  std::unique_ptr<Base> impl_;
+};
+
+namespace detail {
+
+template <class Basis, class Moment, class Delay, class T, class Space>
+AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOptions& o, const Space& space,
+                            const ParamSet<T, Space>& params, bool soap_defaults) {
+  using Opt = Optimizer<Basis, Moment, Delay>;
+  typename Opt::Config c;
+  c.basis = basis;
+  c.schedule.lr = o.lr;
+  if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
+  if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
+  if constexpr (std::is_same_v<Moment, moment::Adam>) {
+    // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
+    if constexpr (!Basis::is_identity) c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+    if (soap_defaults) {
+      const auto s = soap_config(o.lr);
+      c.moment = s.moment;
+    }
+  }
+  return AnyMethod<T, Space>(Opt(c), space, params);
+}
+
+template <class Basis, class T, class Space>
+AnyMethod<T, Space> with_compensation(const std::string& comp, const typename Basis::Hyper& basis,
+                                      const MethodOptions& o, const Space& space, const ParamSet<T, Space>& params,
+                                      bool soap_defaults = false) {
+  if (comp.empty()) return compose<Basis, moment::Adam, delay::None>(basis, o, space, params, soap_defaults);
+  if (comp == "pipedream-lr")
+    return compose<Basis, moment::Adam, delay::StageLRDiscount>(basis, o, space, params, soap_defaults);
+  if (comp == "nesterov") return compose<Basis, moment::NAdam, delay::None>(basis, o, space, params, false);
+  if (comp == "dcasgd") return compose<Basis, moment::Adam, delay::DCASGD>(basis, o, space, params, soap_defaults);
+  if (comp == "weight-pred")
+    return compose<Basis, moment::Adam, delay::WeightPrediction>(basis, o, space, params, soap_defaults);
+  throw std::invalid_argument("unknown delay compensation '" + comp + "' (known: " + kCompensations + ")");
+}
+
+}  // namespace detail
+
+/// Builds the optimizer called `name` (see the file comment) with its state for `params`. Throws
+/// std::invalid_argument listing the accepted names for an unknown one.
+template <class T, class Space>
+AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o, const Space& space,
+                                const ParamSet<T, Space>& params) {
+  const auto plus = name.find('+');
+  const std::string base = name.substr(0, plus), comp = plus == std::string::npos ? "" : name.substr(plus + 1);
+  const auto unknown = [&] {
+    return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
+  };
+  if (comp.find('+') != std::string::npos) throw unknown();
+  const basis::Identity::Hyper id{};
+  if (base == "adam" && comp.empty()) return detail::with_compensation<basis::Identity>("", id, o, space, params);
+  if (comp.empty() && (base == "pipedream-lr" || base == "nesterov" || base == "dcasgd" || base == "weight-pred"))
+    return detail::with_compensation<basis::Identity>(base, id, o, space, params);
+  if (base == "full-eigen")
+    return detail::with_compensation<basis::FullEigen>(
+        comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every}, o, space, params);
+  basis::KroneckerEigen::Hyper h{.ordering = basis::Ordering::paper,
+                                 .refresh_every = o.refresh_every,
+                                 .rank1 = o.rotate_vectors ? basis::Rank1::full : basis::Rank1::identity,
+                                 .refresh_window = o.refresh_window,
+                                 .refreshes_per_window = o.refreshes_per_window};
+  if (base == "rot-cov-bi" || base == "soap") {
+    if (base == "soap") h.ordering = basis::Ordering::soap;
+  } else if (base == "rot-cov-uni") {
+    h.geometry = basis::Geometry::one_sided;
+  } else if (base == "rot-mom-bi") {
+    h.source = basis::Source::momentum;
+  } else if (base == "rot-mom-uni") {
+    h.source = basis::Source::momentum;
+    h.geometry = basis::Geometry::one_sided;
+  } else {
+    throw unknown();
+  }
+  return detail::with_compensation<basis::KroneckerEigen>(comp, h, o, space, params, base == "soap");
+}
+
+}  // namespace delayopt::tools
