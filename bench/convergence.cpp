@@ -259,6 +259,8 @@ struct Mlp {
 struct MlpRun {
   int stages;
   bool stashing;
+  /// Linear learning-rate warmup over this many steps (0: none).
+  int warmup;
   /// Per stage: how the stage's rotated basis refreshes (empty: every mo.refresh_every steps).
   std::vector<std::int64_t> refresh_shares;
   std::int64_t refresh_window = 0;
@@ -322,7 +324,9 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
         [&](int l) -> Eigen::Map<Mat>& { return grad[l]; });
     for (auto& g : st) {
       // DC-ASGD compares with the weights the forward used (its stash).
-      g.method->step(E(), g.params, g.grads, {.step = it - 1, .tau = g.tau}, &g.ring[it % (g.tau + 1)]);
+      const double ramp = cfg.warmup > 0 ? std::min(1.0, double(it) / cfg.warmup) : 1.0;
+      g.method->step(E(), g.params, g.grads, {.step = it - 1, .tau = g.tau, .lr_scale = ramp},
+                     &g.ring[it % (g.tau + 1)]);
       if (g.method->predicts())  // PipeMare: the next forward runs on weights predicted tau ahead
         g.method->predict(E(), g.params, g.tau, g.ring[it % (g.tau + 1)]);
       else
@@ -417,6 +421,8 @@ int main(int argc, char* argv[]) {
   delayopt::tools::MethodOptions mo;
   std::int64_t refresh_budget = 0, refresh_window = 100, anneal_steps = 0;
   bool probe = false;
+  int warmup = 0;
+  std::string lr_search = "outward";
   for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));  // quarter decades
   app.add_option("--problem", problem, "quadratic, kron-lstsq or mlp")
       ->check(CLI::IsMember({"quadratic", "kron-lstsq", "mlp"}))
@@ -433,6 +439,12 @@ int main(int argc, char* argv[]) {
   app.add_option("--layers", shape.layers, "mlp: residual layers")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--width", shape.width, "mlp: width")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--batch", shape.batch, "mlp: minibatch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--teacher-scale", shape.teacher_scale, "mlp: teacher weights ~ N(0, (scale^2) / width)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--init-scale", shape.init_scale, "mlp: initial student weights ~ N(0, (scale^2) / width)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--eval-every", shape.eval_every, "mlp: steps between held-out evaluations")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -455,6 +467,11 @@ int main(int argc, char* argv[]) {
   app.add_option("--lr-grid", lrs, "learning rates tried per (method, delay, seed)")
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
+  app.add_option("--lr-search", lr_search,
+                 "full: every grid point; outward: from the previous delay's best, each direction until two "
+                 "misses in a row (assumes iterations are unimodal in log lr)")
+      ->check(CLI::IsMember({"full", "outward"}))
+      ->capture_default_str();
   app.add_option("--refresh-every", mo.refresh_every, "rotated bases: steps between refreshes")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -466,6 +483,9 @@ int main(int argc, char* argv[]) {
       ->check(CLI::PositiveNumber);
   app.add_option("--refresh-split", refresh_split, "mlp: how the budget is split across stages")
       ->check(CLI::IsMember({"proportional", "uniform", "inverse"}));
+  app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--anneal-steps", anneal_steps, "PipeDream-LR's T_c (default: --max-iters)")
       ->check(CLI::PositiveNumber);
   app.add_option("--dcasgd-lambda", mo.dcasgd_lambda, "DC-ASGD's lambda")
@@ -521,11 +541,12 @@ int main(int argc, char* argv[]) {
     probes.push_back(p);
   }
   std::map<int, Mlp> mlps;  // per seed, with its minibatch stream
+  std::map<std::pair<std::string, int>, std::size_t> start;  // (method, seed) -> best lr index so far
   for (const auto& method : methods)
     for (int delay : is_mlp ? stages : taus)
       for (int seed : seeds) {
         std::optional<Quadratic> quad;
-        MlpRun cfg{delay, stashing == "on", {}, refresh_window};
+        MlpRun cfg{delay, stashing == "on", warmup, {}, refresh_window};
         if (is_mlp) {
           if (!mlps.count(seed)) mlps.emplace(seed, Mlp(shape, seed));
           if (refresh_budget > 0)
@@ -539,23 +560,44 @@ int main(int argc, char* argv[]) {
                                               : Quadratic(rows, cols, kappa, noise, seed));
         }
         Outcome best;
-        double best_lr = lrs.front();
-        for (double lr : lrs) {
+        std::size_t best_i = start.count({method, seed}) ? start[{method, seed}] : lrs.size() / 2;
+        std::vector<bool> tried(lrs.size(), false);
+        int runs = 0;
+        // Returns whether lrs[i] beat the best so far.
+        const auto attempt = [&](std::size_t i) {
+          tried[i] = true;
           auto o = mo;
-          o.lr = lr;
+          o.lr = lrs[i];
           // Losers stop early: a run must beat the best so far (by one evaluation interval).
           const Stop stop{target, best.iters ? *best.iters - (is_mlp ? shape.eval_every : 1) : max_iters};
-          if (stop.limit < 1) break;
-          Outcome r;
-          try {
-            r = is_mlp ? run_mlp(mlps.at(seed), method, o, cfg, stop) : run_single(*quad, method, o, delay, stop);
-          } catch (const std::exception& e) {
-            return usage_error(e.what());
-          }
-          const bool better = (r.iters && (!best.iters || *r.iters < *best.iters)) ||
+          if (stop.limit < 1) return false;
+          ++runs;
+          const Outcome r = is_mlp ? run_mlp(mlps.at(seed), method, o, cfg, stop)
+                                   : run_single(*quad, method, o, delay, stop);
+          const bool better = runs == 1 || (r.iters && (!best.iters || *r.iters < *best.iters)) ||
                               (!r.iters && !best.iters && r.final_loss < best.final_loss);
-          if (better) best = r, best_lr = lr;
+          if (better) best = r, best_i = i;
+          return better;
+        };
+        try {
+          if (lr_search == "full") {
+            for (std::size_t i = 0; i < lrs.size(); ++i) attempt(i);
+          } else {
+            // Outward from the best lr of the previous delay setting (the grid's middle at first):
+            // each direction goes on while it improves and gives up after two misses in a row.
+            attempt(best_i);
+            for (int dir : {+1, -1}) {
+              int misses = 0;
+              for (auto i = static_cast<std::ptrdiff_t>(best_i) + dir;
+                   i >= 0 && i < static_cast<std::ptrdiff_t>(lrs.size()) && misses < 2; i += dir)
+                if (!tried[i]) misses = attempt(static_cast<std::size_t>(i)) ? 0 : misses + 1;
+            }
+          }
+        } catch (const std::exception& e) {
+          return usage_error(e.what());
         }
+        start[{method, seed}] = best_i;
+        const double best_lr = lrs[best_i];
         if (best.iters && (best_lr == lrs.front() || best_lr == lrs.back()) && lrs.size() > 1)
           std::fprintf(stderr, "delayopt_convergence: note: %s %s=%d seed %d: best lr %.3g is at the edge of --lr-grid\n",
                        method.c_str(), delay_key, delay, seed, best_lr);
@@ -564,7 +606,8 @@ int main(int argc, char* argv[]) {
                          {"seed", seed},
                          {"lr", best_lr},
                          {"final_loss", best.final_loss},
-                         {"sec_per_step", best.sec_per_step}};
+                         {"sec_per_step", best.sec_per_step},
+                         {"lr_runs", runs}};
         r["iters_to_target"] = best.iters ? nlohmann::json(*best.iters) : nlohmann::json(nullptr);
         records.push_back(r);
         std::printf("%-24s %6d %5d %8s %9.2e %11.3e %10.1f\n", method.c_str(), delay, seed,

@@ -185,7 +185,8 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   const auto unknown = [&] {
     return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   };
-  if (comp.find('+') != std::string::npos) throw unknown();
+  if (!comp.empty() && comp != "pipedream-lr" && comp != "nesterov" && comp != "dcasgd" && comp != "weight-pred")
+    throw unknown();
   const basis::Identity::Hyper id{};
   if (base == "adam" && comp.empty()) return detail::with_compensation<basis::Identity>("", id, o, space, params);
   if (comp.empty() && (base == "pipedream-lr" || base == "nesterov" || base == "dcasgd" || base == "weight-pred"))

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Tables (Markdown) and plots (PNG, gnuplot) from the JSON files of bench/convergence_study.sh.
+
+    bench/convergence_report.py [docs/data/convergence] > tables.md
+
+Metrics (the basis-rotation paper's): the median over seeds of the iterations to the target; the
+slowdown T(P) / T(1) (ratio of the medians); "% fewer" = 1 - T_method / T_best, T_best the smallest
+median among the coordinate-basis methods at the same P. A run that never reached the target
+counts as more than --max-iters (shown as ">N"); a median over such runs is shown the same way.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+COORD = ["adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred"]
+
+
+def load(d, name):
+    p = os.path.join(d, name + ".json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def collect(d, prefix):
+    """{(method, delay): [iters or None per seed]} over every file starting with prefix."""
+    out, key = {}, None
+    for fn in sorted(os.listdir(d)):
+        if not (fn.startswith(prefix) and fn.endswith(".json")):
+            continue
+        doc = load(d, fn[:-5])
+        for r in doc["records"]:
+            key = "stages" if "stages" in r else "tau"
+            out.setdefault((r["method"], r[key]), []).append(r["iters_to_target"])
+    return out
+
+
+INF = float("inf")
+
+
+def median(vals):
+    return statistics.median([INF if v is None else v for v in vals])
+
+
+def fmt(x, cap=16000):
+    return ">%d" % cap if x == INF else "%d" % round(x)
+
+
+def pct(method, best):
+    if best == INF or method == INF:
+        return "n/a"
+    return "%+.0f%%" % (100 * (1 - method / best)) if method != best else "0%"
+
+
+def table(data, methods, delays, cap, delay_name="P"):
+    """Median iterations, slowdown vs the first delay, % fewer than the best coordinate method."""
+    med = {(m, p): median(data[(m, p)]) for (m, p) in data}
+    best = {p: min([med[(m, p)] for m in COORD if (m, p) in med] or [INF]) for p in delays}
+    lines = ["| method | " + " | ".join("%s = %d" % (delay_name, p) for p in delays) +
+             " | slowdown %s=%d | %% fewer than best coordinate method at %s=%d |" % (delay_name, delays[-1],
+                                                                                    delay_name, delays[-1]),
+             "|---" * (len(delays) + 3) + "|"]
+    for m in methods:
+        if not all((m, p) in med for p in delays):
+            continue
+        row = [fmt(med[(m, p)], cap) for p in delays]
+        t0, t1 = med[(m, delays[0])], med[(m, delays[-1])]
+        slow = "%.1f×" % (t1 / t0) if t1 != INF else ">%.1f×" % (cap / t0)
+        lines.append("| %s | %s | %s | %s |" % (m, " | ".join(row), slow,
+                                                "—" if m in COORD else pct(t1, best[delays[-1]])))
+    lines.append("| *best coordinate* | " + " | ".join(fmt(best[p], cap) for p in delays) + " | | |")
+    return "\n".join(lines), med, best
+
+
+def plot(path, med, best, methods, delays, title):
+    """Two panels: slowdown T(P)/T(1) and % fewer iterations than the best coordinate method."""
+    base = os.path.splitext(path)[0]
+    with open(base + ".dat", "w") as f:
+        for i, m in enumerate(methods):
+            f.write("# %s\n" % m)
+            for p in delays:
+                t, t0 = med.get((m, p), INF), med.get((m, delays[0]), INF)
+                if t == INF or t0 == INF:
+                    continue
+                fewer = 100 * (1 - t / best[p]) if best[p] != INF else 0
+                f.write("%d %g %g\n" % (p, t / t0, fewer))
+            f.write("\n\n")
+    gp = ["set terminal pngcairo size 1200,460 font 'sans,10'", "set output '%s'" % path,
+          "set multiplot layout 1,2 title '%s'" % title, "set logscale x 2", "set xlabel 'pipeline stages P'",
+          "set key left top", "set grid", "set ylabel 'slowdown T(P) / T(1)'",
+          "plot " + ", ".join("'%s.dat' index %d using 1:2 with linespoints title '%s'" % (base, i, m)
+                              for i, m in enumerate(methods)),
+          "set ylabel '%% fewer iterations than the best coordinate-basis method'",
+          "plot " + ", ".join("'%s.dat' index %d using 1:3 with linespoints title '%s'" % (base, i, m)
+                              for i, m in enumerate(methods)),
+          "unset multiplot"]
+    subprocess.run(["gnuplot"], input="\n".join(gp), text=True, check=True)
+    os.remove(base + ".dat")
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "docs/data/convergence"
+    out = []
+    main_data = collect(d, "mlp-main-")
+    if main_data:
+        methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-uni", "rot-mom-bi", "rot-mom-uni",
+                                       "rot-cov-bi+nesterov", "rot-cov-bi+dcasgd", "rot-cov-bi+weight-pred",
+                                       "rot-cov-bi+pipedream-lr"] if (m, 1) in main_data]
+        t, med, best = table(main_data, methods, [1, 2, 4, 8, 16], 16000)
+        out += ["### MLP pipeline, 16 layers, stashing on (median of 3 seeds)", "", t, ""]
+        plot(os.path.join(d, "mlp_main.png"), med, best,
+             [m for m in methods if m in ("adam", "pipedream-lr", "nesterov", "dcasgd", "rot-cov-bi",
+                                          "rot-cov-uni", "rot-mom-bi", "rot-cov-bi+nesterov",
+                                          "rot-cov-bi+pipedream-lr")],
+             [1, 2, 4, 8, 16], "16-layer residual MLP, stashing on, median of 3 seeds")
+    l32 = collect(d, "mlp-l32-")
+    if l32:
+        methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",
+                               "rot-cov-bi+pipedream-lr"] if (m, 1) in l32]
+        t, _, _ = table(l32, methods, [1, 32], 16000)
+        out += ["### MLP pipeline, 32 layers, P = 32", "", t, ""]
+    nostash = collect(d, "mlp-nostash-")
+    if nostash and main_data:
+        lines = ["| method | P = 4 on | P = 4 off | P = 16 on | P = 16 off |", "|---|---|---|---|---|"]
+        for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]:
+            if (m, 4) in nostash and (m, 4) in main_data:
+                lines.append("| %s | %s | %s | %s | %s |" % (m, fmt(median(main_data[(m, 4)])),
+                                                             fmt(median(nostash[(m, 4)])),
+                                                             fmt(median(main_data[(m, 16)])),
+                                                             fmt(median(nostash[(m, 16)]))))
+        out += ["### Stashing on vs off (median iterations)", "", "\n".join(lines), ""]
+    rows = []
+    for k in [1, 3, 10, 30, 100]:
+        data = main_data if k == 10 else collect(d, "mlp-refresh-%d." % k)
+        if data and ("rot-cov-bi", 16) in data:
+            rows.append("| %d | %s |" % (k, fmt(median(data[("rot-cov-bi", 16)]))))
+    if rows:
+        out += ["### Refresh interval, rot-cov-bi at P = 16", "", "| refresh every | iterations |", "|---|---|"] + \
+            rows + [""]
+    rows = []
+    for s in ["proportional", "uniform", "inverse"]:
+        data = collect(d, "mlp-budget-%s." % s)
+        if data:
+            v = data[("rot-cov-bi", 16)]
+            rows.append("| %s | %s | %s |" % (s, fmt(median(v)), ", ".join(fmt(x if x else INF) for x in v)))
+    if rows:
+        out += ["### Refresh budget split, rot-cov-bi at P = 16 (64 refreshes per 160 steps)", "",
+                "| split | median iterations | per seed |", "|---|---|---|"] + rows + [""]
+    for prob in ["quadratic", "kron"]:
+        for n in [0, 1]:
+            data = collect(d, "%s-noise%d." % (prob, n))
+            if not data:
+                continue
+            methods = sorted({m for (m, _) in data}, key=lambda m: (m not in COORD, m))
+            t, _, _ = table(data, methods, [0, 4, 16, 32], 20000, "τ")
+            out += ["### %s, noise %d (median of 3 seeds, target 1e-2)" % (prob, n), "", t, ""]
+    for name in ["probe-kron", "probe-mlp"]:
+        doc = load(d, name)
+        if doc and "probe" in doc:
+            b = statistics.median(p["before"] for p in doc["probe"])
+            a = statistics.median(p["after"] for p in doc["probe"])
+            out.append("- %s: ||H||_{1,1} / tr H = %.2f in the coordinates, %.2f after rotation (median of %d seeds)"
+                       % (name, b, a, len(doc["probe"])))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

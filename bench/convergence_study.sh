@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every experiment of docs/convergence.md with delayopt_convergence and writes one JSON per
+# experiment to OUT (default docs/data/convergence), JOBS at a time (default: the core count).
+# Each job is single-threaded (OMP_NUM_THREADS=1): the parallelism is across experiments.
+#
+#   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
+#
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~45 min on 2 cores.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${1:-$root/build/default/bench/delayopt_convergence}
+shift || true
+out=${OUT:-$root/docs/data/convergence}
+jobs=${JOBS:-$(nproc)}
+[ -x "$bin" ] || { echo "convergence_study.sh: $bin not built (cmake --build build/default)" >&2; exit 1; }
+mkdir -p "$out"
+export OMP_NUM_THREADS=1 OMP_PROC_BIND=false
+
+seeds=1,2,3
+mlp="--problem mlp --seeds $seeds --max-iters 16000"
+coord="adam pipedream-lr nesterov dcasgd weight-pred"
+rot="rot-cov-bi rot-cov-uni rot-mom-bi rot-mom-uni rot-cov-bi+nesterov rot-cov-bi+dcasgd rot-cov-bi+weight-pred rot-cov-bi+pipedream-lr"
+
+# name|arguments: one line per job.
+experiments() {
+  for m in $coord $rot; do echo "mlp-main-$m|$mlp --stages 1,2,4,8,16 --methods $m"; done
+  for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov rot-cov-bi+pipedream-lr; do
+    echo "mlp-l32-$m|$mlp --layers 32 --stages 1,32 --methods $m"
+  done
+  for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
+    echo "mlp-nostash-$m|$mlp --stages 4,16 --stashing off --methods $m"
+  done
+  for k in 1 3 30 100; do echo "mlp-refresh-$k|$mlp --stages 16 --methods rot-cov-bi --refresh-every $k"; done
+  for s in proportional uniform inverse; do
+    echo "mlp-budget-$s|$mlp --stages 16 --methods rot-cov-bi --refresh-window 160 --refresh-budget 64 --refresh-split $s"
+  done
+  local single="--seeds $seeds --max-iters 20000 --methods adam,pipedream-lr,nesterov,dcasgd,rot-cov-bi,full-eigen,rot-cov-bi+nesterov"
+  for n in 0 1; do
+    echo "quadratic-noise$n|--problem quadratic --dim 32 --kappa 100 --noise $n --tau 0,4,16,32 --target 1e-2 $single"
+    echo "kron-noise$n|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --noise $n --tau 0,4,16,32 --target 1e-2 $single,rot-cov-uni,rot-mom-bi,rot-mom-uni"
+  done
+  echo "probe-kron|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --tau 0 --seeds $seeds --methods adam --probe"
+  echo "probe-mlp|--problem mlp --stages 1 --seeds $seeds --methods adam --probe"
+}
+
+run_one() {
+  local name=${1%%|*} args=${1#*|}
+  # shellcheck disable=SC2086
+  "$bin" $args --json "$out/$name.json" >"$out/$name.log" 2>&1 && echo "done  $name" || echo "FAILED $name (see $out/$name.log)"
+}
+export -f run_one
+export bin out
+experiments | { if [ $# -gt 0 ]; then grep -E "^($(IFS='|'; echo "$*"))"; else cat; fi; } |
+  xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {}
