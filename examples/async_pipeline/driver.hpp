@@ -32,7 +32,7 @@ using Real = float;
 /// Each stage computes on Kokkos::Serial in its own thread (or rank): the stages are the parallelism.
 using Space = Kokkos::Serial;
 using Stage = MlpStage<Real, Space>;
-using Runner = StageRunner<Stage, AnyOptimizer<Real, Space>>;
+using Runner = StageRunner<Stage, StageMethod<Real, Space>>;
 
 /// Kokkos settings for the pipeline programs. The stages compute on Kokkos::Serial in their own
 /// threads (or ranks); the OpenMP backend only zero-fills allocations during set-up. One OpenMP
@@ -61,6 +61,7 @@ struct RunOptions {
   std::string method = "adam";
   double lr = 0;       ///< 0: the method's default
   double horizon = 0;  ///< PipeDream-LR horizon; 0: the run's length
+  double dcasgd_lambda = 0.04;
   std::int64_t steps = 1000;
   bool stashing = true;
   Schedule schedule = Schedule::async_1f1b;
@@ -109,6 +110,9 @@ inline void add_options(CLI::App& app, RunOptions& o) {
   app.add_option("--lr", o.lr, "learning rate (default: the method's)")->check(CLI::NonNegativeNumber);
   app.add_option("--lr-horizon", o.horizon, "PipeDream-LR horizon T in steps (default: --steps)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--dcasgd-lambda", o.dcasgd_lambda, "DC-ASGD's lambda (dcasgd, <base>+dcasgd)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("!--no-stashing", o.stashing, "async: backward with the current weights, not the forward's");
   app.add_option("--schedule", o.schedule, "async (PipeDream 1F1B) or sync (GPipe with flush)")
@@ -204,10 +208,14 @@ inline PipelineConfig make_config(const RunOptions& o) {
   return c;
 }
 
+inline MethodOptions method_options(const RunOptions& o) {
+  return {.lr = o.lr, .horizon = o.horizon, .run_steps = o.steps, .dcasgd_lambda = o.dcasgd_lambda};
+}
+
 /// Stage `i` with its optimizer. Allocates: call on the thread that initialised Kokkos.
 inline Runner make_runner(const RunOptions& o, const MlpSpec& spec, std::shared_ptr<const Dataset> data, int i) {
   Stage stage(spec, i, o.stages, std::move(data));
-  auto opt = make_method<Real, Space>(o.method, {o.lr, o.horizon}, Space(), stage.params());
+  auto opt = make_method<Real, Space>(o.method, method_options(o), Space(), stage.params());
   return Runner(make_config(o), std::move(stage), std::move(opt));
 }
 
@@ -280,7 +288,8 @@ inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Da
   j["schedule"] = name(o.schedule);
   j["stashing"] = o.schedule == Schedule::async_1f1b && o.stashing;
   j["method"] = o.method;
-  j["lr"] = o.lr;
+  j["lr"] = o.lr > 0 ? o.lr : default_lr(o.method);  // the rate that ran
+  j["lr_default"] = o.lr <= 0;
   j["model"] = name(o.model);
   j["data"] = name(o.data_kind());
   j["data_source"] = d.source;

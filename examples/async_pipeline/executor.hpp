@@ -13,13 +13,19 @@
 /// used, so the backward pass differentiates the same function (up to K copies at stage i). Without
 /// it the backward uses the current weights with activations computed from older ones.
 ///
+/// Delay compensation that needs the executor's help:
+///  - DC-ASGD (optimizer.needs_stale_weights()): the update gets the weights the gradient was taken
+///    at as `stale`: the stash with stashing, without it a copy of the forward's weights kept anyway.
+///  - Weight prediction (optimizer.predicts()): the forward of a microbatch that will be applied tau
+///    updates later runs on predict(weights, tau); with stashing the backward uses the same
+///    predicted weights (they are what is stashed), without it the current ones.
+///
 /// Synchronous GPipe: per update, M microbatches go forward, then all go backward with gradient
 /// accumulation, then every stage updates once. Stage i cannot start the next step's forwards
 /// before its own update, which needs every backward from downstream: that is the flush, and the
 /// (P-1)/(M+P-1) bubble it costs. tau is 0.
 #pragma once
 
-#include "methods.hpp"
 #include "transport.hpp"
 
 #include <delayopt/delayopt.hpp>
@@ -113,10 +119,26 @@ concept StageModel = requires(M m, const M cm, const typename M::execution_space
   m.backward(s, m.params(), tape, in, m.params(), out, typename M::value_type{}, bool{});
 };
 
-/// What the executor needs from a stage optimizer (StatefulOptimizer, AnyOptimizer).
+/// What the executor needs from a stage optimizer (StageMethod is one): step(space, params, grads,
+/// StepContext{.step = updates so far, .tau = measured staleness}, stale weights or nullptr).
 template <class O, class T, class Space>
-concept StageOptimizerFor = requires(O o, const Space& s, delayopt::ParamSet<T, Space>& p, const StageStep& st) {
-  o.step(s, p, p, st);
+concept StageOptimizerFor = requires(O o, const Space& s, delayopt::ParamSet<T, Space>& p,
+                                     const delayopt::StepContext& ctx) {
+  o.step(s, p, p, ctx, &p);
+};
+
+/// Optional: the optimizer wants the weights each gradient was taken at (DC-ASGD).
+template <class O>
+concept WantsStaleWeights = requires(const O o) {
+  { o.needs_stale_weights() } -> std::convertible_to<bool>;
+};
+
+/// Optional: the optimizer predicts the weights a gradient should be taken at (weight prediction).
+template <class O, class T, class Space>
+concept PredictsWeights = requires(const O o, const Space& s, const delayopt::ParamSet<T, Space>& p,
+                                   delayopt::ParamSet<T, Space>& out) {
+  { o.predicts() } -> std::convertible_to<bool>;
+  o.predict(s, p, int{}, out);
 };
 
 template <class Model, class Opt>
@@ -135,10 +157,14 @@ class StageRunner {
     cfg_.validate();
     if (model_.stages() != cfg_.stages) throw std::invalid_argument("StageRunner: model and config disagree on P");
     grads_ = Params::zeros_like(model_.params(), "pipeline::grads");
+    if constexpr (WantsStaleWeights<Opt>) needs_stale_ = opt_.needs_stale_weights();
+    // Prediction only in the asynchronous schedule: GPipe's gradients are fresh (tau = 0).
+    if constexpr (PredictsWeights<Opt, T, Space>) predicts_ = cfg_.async() && opt_.predicts();
+    if (predicts_ && !stashing()) predicted_ = Params::zeros_like(model_.params(), "pipeline::predicted");
     const int slots = cfg_.async() ? in_flight_limit() : cfg_.microbatches;
     for (int k = 0; k < slots; ++k) {
       Slot s{model_.make_tape(), {}, -1, -1, 0.0};
-      if (stashing()) s.stash = Params::zeros_like(model_.params(), "pipeline::stash");
+      if (keeps_weights()) s.stash = Params::zeros_like(model_.params(), "pipeline::stash");
       slots_.push_back(std::move(s));
     }
   }
@@ -150,6 +176,8 @@ class StageRunner {
   /// 1F1B admits P - i microbatches in flight at stage i (the last stage: one).
   int in_flight_limit() const { return cfg_.stages - model_.stage(); }
   bool stashing() const { return cfg_.async() && cfg_.stashing; }
+  /// Each slot keeps the weights its forward used: for the backward (stashing) or for DC-ASGD.
+  bool keeps_weights() const { return stashing() || needs_stale_; }
 
   /// Runs the stage's whole schedule over `ep`. Throws what the model, optimizer or transport throws
   /// (pipeline_aborted if another stage failed first).
@@ -157,11 +185,12 @@ class StageRunner {
     const auto t0 = std::chrono::steady_clock::now();
     StageReport r;
     r.stage = model_.stage();
-    r.stashed_versions = stashing() ? slots_.size() : 0;
+    r.stashed_versions = keeps_weights() ? slots_.size() : 0;
     const std::int64_t N = cfg_.steps;
-    auto finish_update = [&](int tau, double loss) {
+    auto finish_update = [&](int tau, double loss, const Params& forward_weights) {
       r.staleness.push_back(tau);
-      opt_.step(space_, model_.params(), grads_, {model_.stage(), cfg_.stages, version_, tau, N});
+      opt_.step(space_, model_.params(), grads_, {.step = version_, .tau = tau},
+                needs_stale_ ? &forward_weights : nullptr);
       if (model_.is_last()) {
         r.loss.push_back(loss);
         if (on_loss) on_loss(version_, loss);
@@ -178,7 +207,7 @@ class StageRunner {
         } else {
           Slot& s = slot(b);
           backward(ep, s, T(1), false);
-          finish_update(static_cast<int>(version_ - s.version), s.loss);
+          finish_update(static_cast<int>(version_ - s.version), s.loss, s.stash);
           ++b;
         }
       }
@@ -194,7 +223,7 @@ class StageRunner {
           tau = std::max(tau, static_cast<int>(version_ - s.version));
           loss += s.loss;
         }
-        finish_update(tau, loss / M);
+        finish_update(tau, loss / M, slots_.front().stash);  // every forward of the step saw this version
       }
     }
     delayopt::compat::fence(space_, "pipeline::StageRunner::run");
@@ -207,7 +236,7 @@ class StageRunner {
  private:
   struct Slot {
     typename Model::Tape tape;
-    Params stash;  ///< the weights the forward used (stashing only)
+    Params stash;  ///< the weights the forward used (stashing or DC-ASGD only)
     std::int64_t microbatch = -1;
     std::int64_t version = -1;  ///< stage version at the forward
     double loss = 0;            ///< last stage: the microbatch's loss
@@ -231,11 +260,22 @@ class StageRunner {
       in = ep.recv_forward();
       expect(in, m, model_.input_size(), "a forward");
     }
-    if (stashing()) copy_params(s.stash, model_.params());
+    const Params* weights = &model_.params();
+    if (predicts_) {
+      // The async schedule applies microbatch m's update at version m: it will be m - version_ stale.
+      Params& dst = stashing() ? s.stash : predicted_;
+      if constexpr (PredictsWeights<Opt, T, Space>)
+        opt_.predict(space_, model_.params(), static_cast<int>(m - version_), dst);
+      delayopt::compat::fence(space_, "pipeline::predict");
+      weights = &dst;
+    } else if (keeps_weights()) {
+      copy_params(s.stash, model_.params());
+      if (stashing()) weights = &s.stash;
+    }
     s.microbatch = m;
     s.version = version_;
     Message<T> out{m, std::vector<T>(model_.output_size())};
-    s.loss = model_.forward(space_, stashing() ? s.stash : model_.params(), m, in.data, s.tape, out.data);
+    s.loss = model_.forward(space_, *weights, m, in.data, s.tape, out.data);
     if (!model_.is_last()) ep.send_forward(std::move(out));
   }
 
@@ -265,6 +305,8 @@ class StageRunner {
   Opt opt_;
   Space space_{};
   Params grads_;
+  Params predicted_;  ///< weight prediction without stashing: the forward's weights
+  bool needs_stale_ = false, predicts_ = false;
   std::vector<Slot> slots_;
   std::int64_t version_ = 0;  ///< updates applied by this stage
 };

@@ -1,177 +1,128 @@
 /// \file methods.hpp
-/// \brief The optimizers a pipeline stage can run, by name, behind one small type-erased interface.
+/// \brief The optimizers a pipeline stage can run, by name: the shared registry
+/// (tools/method_registry.hpp, the names delayopt_convergence accepts) plus this example's
+/// measured default learning rates.
 ///
-/// Everything name-related lives in this one file so it can later be swapped for the library's
-/// shared method registry: the executor only needs a type with
-///   void step(const Space&, ParamSet& params, const ParamSet& grads, const StageStep&)
-/// and make_method() returns one for a name.
+/// The executor needs an optimizer with
+///   void step(const Space&, ParamSet& params, const ParamSet& grads, const StepContext&, const ParamSet* stale)
+/// and optionally needs_stale_weights() (DC-ASGD: keep the weights each gradient was taken at) and
+/// predicts() / predict() (weight prediction: run the forward on extrapolated weights).
+/// StageMethod wraps the registry's AnyMethod to add the first of these.
 #pragma once
 
 #include <delayopt/delayopt.hpp>
+#include <method_registry.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pipeline {
 
-/// What a stage knows when it applies an update.
-struct StageStep {
-  int stage = 0;
-  int stages = 1;
-  std::int64_t step = 0;         ///< updates this stage applied before this one (the schedule's step)
-  int tau = 0;                   ///< staleness of this gradient, from the executor's version counters
-  std::int64_t total_steps = 1;  ///< updates in the whole run
-};
-
-/// A per-update multiplier of the learning rate.
-struct LrRule {
-  enum class Kind { none, pipedream_lr } kind = Kind::none;
-  /// Horizon T of the PipeDream-LR discount; <= 0 means the run's length.
-  double horizon = 0;
-
-  /// PipeDream-LR (PipeMare's "learning-rate rescheduling", Yang et al. 2021): a stage whose
-  /// gradients are tau > 0 steps stale runs at lr / tau^(1 - min(t / T, 1)), i.e. 1/tau at the
-  /// start, annealed to the full rate at t = T.
-  double operator()(const StageStep& s) const {
-    if (kind == Kind::none || s.tau <= 0) return 1.0;
-    const double T = horizon > 0 ? horizon : static_cast<double>(s.total_steps);
-    return std::pow(static_cast<double>(s.tau), -(1.0 - std::min(static_cast<double>(s.step) / T, 1.0)));
-  }
-};
-
-/// A delayopt::Optimizer together with its state and an LR rule: the concrete stage optimizer.
-template <class Opt, class T, class Space>
-class StatefulOptimizer {
- public:
-  using Params = delayopt::ParamSet<T, Space>;
-
-  StatefulOptimizer(const Opt& opt, const Space& space, const Params& params, LrRule rule = {})
-      : opt_(opt), state_(opt_.init(space, params)), rule_(rule) {}
-
-  void step(const Space& space, Params& params, const Params& grads, const StageStep& s) {
-    opt_.update(space, params, grads, state_, {.step = s.step, .tau = s.tau, .lr_scale = rule_(s)});
-  }
-
- private:
-  Opt opt_;
-  typename Opt::template State<T, Space> state_;
-  LrRule rule_;
-};
-
-/// Any stage optimizer behind one virtual call per update (negligible next to the update itself).
-template <class T, class Space>
-class AnyOptimizer {
- public:
-  using Params = delayopt::ParamSet<T, Space>;
-
-  template <class Impl>
-  explicit AnyOptimizer(Impl impl) : impl_(std::make_unique<Holder<Impl>>(std::move(impl))) {}
-
-  void step(const Space& space, Params& params, const Params& grads, const StageStep& s) {
-    impl_->step(space, params, grads, s);
-  }
-
- private:
-  struct Base {
-    virtual ~Base() = default;
-    virtual void step(const Space&, Params&, const Params&, const StageStep&) = 0;
-  };
-  template <class Impl>
-  struct Holder final : Base {
-    explicit Holder(Impl i) : impl(std::move(i)) {}
-    void step(const Space& space, Params& p, const Params& g, const StageStep& s) override {
-      impl.step(space, p, g, s);
-    }
-    Impl impl;
-  };
-  std::unique_ptr<Base> impl_;
-};
-
-/// A method name, what it is, and its default learning rate: the best iterations-to-target on
-/// digits at P = 1 over the grid 5e-4 .. 8e-3 in factors of 2 (docs/pipeline.md). A delay
-/// discount uses its base method's rate.
-struct MethodInfo {
-  const char* name;
-  const char* description;
+/// A base method's default learning rate, and where that number comes from.
+struct MethodDefault {
+  const char* base;
   double lr;
+  /// true: the best iterations-to-target on digits at P = 1 (seed 1, 2000 steps) over the grid
+  /// 5e-4 .. 8e-3 in factors of 2 (docs/pipeline.md); false: borrowed from a related method.
+  bool measured;
 };
 
-inline const std::vector<MethodInfo>& method_table() {
-  static const std::vector<MethodInfo> table{
-      {"adam", "Adam in the coordinate basis, no delay compensation", 1e-3},
-      {"pipedream-lr", "Adam with the PipeDream-LR stage discount lr / tau^(1 - min(t/T, 1))", 1e-3},
-      {"nesterov", "NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)", 1e-3},
-      {"soap", "SOAP (published ordering and defaults: betas 0.95, refresh 10)", 4e-3},
-      {"rot-cov-bi", "basis rotation: paper ordering, covariance eigenbasis, both sides, refresh 10", 4e-3},
-      {"rot-cov-uni", "basis rotation: paper ordering, covariance eigenbasis, smaller side only", 2e-3},
-      {"rot-mom-bi", "basis rotation: paper ordering, momentum singular vectors, both sides", 4e-3},
+/// Every base name of the registry with its default rate. A combination `base+compensation` runs
+/// at the base's rate: the compensations only act once there is staleness, and these rates are
+/// single-device (P = 1) rates, as a practitioner would tune them.
+inline const std::vector<MethodDefault>& method_defaults() {
+  static const std::vector<MethodDefault> table{
+      {"adam", 1e-3, true},
+      {"pipedream-lr", 1e-3, true},
+      {"nesterov", 1e-3, true},
+      // At tau = 0 (P = 1) both are Adam bit for bit, so the P = 1 grid gives Adam's rate.
+      {"dcasgd", 1e-3, true},
+      {"weight-pred", 1e-3, true},
+      {"soap", 4e-3, true},
+      {"rot-cov-bi", 4e-3, true},
+      {"rot-cov-uni", 2e-3, true},
+      {"rot-mom-bi", 4e-3, true},
+      {"rot-mom-uni", 2e-3, true},  // 698, 422, 277, 437, 899 iterations for 5e-4 .. 8e-3
+      {"full-eigen", 4e-3, false},  // rot-cov-bi's; a 64x64 block's 4096^2 covariance is too slow to tune on
   };
   return table;
 }
 
-/// Lists every accepted name (the table, and "<base>+pipedream-lr" for each rotated base).
-inline std::string method_names() {
-  std::string out;
-  for (const auto& m : method_table()) out += std::string(out.empty() ? "" : ", ") + m.name;
-  return out + ", and <rotation or soap>+pipedream-lr, <rotation or soap>+nesterov (NAdam inside the basis)";
+/// Every accepted name (the registry's list).
+inline std::string method_names() { return delayopt::tools::method_names(); }
+
+/// The base of `name` ("rot-cov-bi" for "rot-cov-bi+dcasgd") and its compensation ("" for none).
+inline std::pair<std::string, std::string> split_method(const std::string& name) {
+  const auto plus = name.find('+');
+  if (plus == std::string::npos) return {name, ""};
+  return {name.substr(0, plus), name.substr(plus + 1)};
+}
+
+/// The default learning rate of `name`. Throws std::invalid_argument for an unknown base.
+inline double default_lr(const std::string& name) {
+  const auto base = split_method(name).first;
+  const auto& t = method_defaults();
+  const auto it = std::find_if(t.begin(), t.end(), [&](const MethodDefault& d) { return base == d.base; });
+  if (it == t.end()) throw std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
+  return it->lr;
+}
+
+/// True for the methods that correct a gradient with the weights it was taken at (DC-ASGD). The
+/// registry's AnyMethod does not say, and the executor must know before the run to keep a copy of
+/// those weights even without stashing.
+inline bool needs_stale_weights(const std::string& name) {
+  const auto [base, comp] = split_method(name);
+  return base == "dcasgd" || comp == "dcasgd";
 }
 
 struct MethodOptions {
-  double lr = 0;       ///< 0: the method's default
-  double horizon = 0;  ///< PipeDream-LR horizon T; 0: the run's length
+  double lr = 0;                ///< 0: the method's default (method_defaults())
+  double horizon = 0;           ///< PipeDream-LR T_c in steps; 0: the run's length
+  std::int64_t run_steps = 1;   ///< updates per stage in the run (the default horizon)
+  double dcasgd_lambda = 0.04;  ///< DC-ASGD's lambda
+};
+
+/// The registry's optimizer for a stage, plus whether it needs the stale weights.
+template <class T, class Space>
+class StageMethod {
+ public:
+  using Params = delayopt::ParamSet<T, Space>;
+
+  StageMethod(delayopt::tools::AnyMethod<T, Space> method, bool needs_stale)
+      : method_(std::move(method)), needs_stale_(needs_stale) {}
+
+  void step(const Space& space, Params& params, const Params& grads, const delayopt::StepContext& ctx,
+            const Params* stale) {
+    method_.step(space, params, grads, ctx, stale);
+  }
+  bool needs_stale_weights() const { return needs_stale_; }
+  bool predicts() const { return method_.predicts(); }
+  void predict(const Space& space, const Params& from, int tau, Params& out) const {
+    method_.predict(space, from, tau, out);
+  }
+
+ private:
+  delayopt::tools::AnyMethod<T, Space> method_;
+  bool needs_stale_;
 };
 
 /// Builds the stage optimizer called `name` for `params`. Throws std::invalid_argument naming the
 /// accepted names for an unknown one.
 template <class T, class Space>
-AnyOptimizer<T, Space> make_method(const std::string& name, const MethodOptions& o, const Space& space,
-                                   const delayopt::ParamSet<T, Space>& params) {
-  const auto plus = name.find('+');
-  const std::string base = name.substr(0, plus);
-  const std::string modifier = plus == std::string::npos ? "" : name.substr(plus + 1);
-  const auto it =
-      std::find_if(method_table().begin(), method_table().end(), [&](const MethodInfo& m) { return base == m.name; });
-  const bool rotated = base != "adam" && base != "pipedream-lr" && base != "nesterov";
-  const bool ok_modifier = modifier.empty() || ((modifier == "pipedream-lr" || modifier == "nesterov") && rotated);
-  if (it == method_table().end() || !ok_modifier)
-    throw std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
-  const double lr = o.lr > 0 ? o.lr : it->lr;
-  LrRule rule;
-  if (base == "pipedream-lr" || modifier == "pipedream-lr") rule = {LrRule::Kind::pipedream_lr, o.horizon};
-
-  if (base == "adam" || base == "pipedream-lr") {
-    const delayopt::Adam opt({.schedule = {.lr = lr}});
-    return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::Adam, T, Space>(opt, space, params, rule));
-  }
-  if (base == "nesterov") {
-    const delayopt::NAdam opt({.schedule = {.lr = lr}});
-    return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::NAdam, T, Space>(opt, space, params, rule));
-  }
-  delayopt::SOAP::Config c;
-  if (base == "soap") {
-    c = delayopt::soap_config(lr);
-  } else {  // the basis-rotation family: paper ordering and eps convention, Adam's betas
-    c.schedule.lr = lr;
-    c.moment.eps_mode = delayopt::moment::Adam::Eps::before_bias_correction;
-    c.basis.ordering = delayopt::basis::Ordering::paper;
-    c.basis.refresh_every = 10;
-    c.basis.source = base == "rot-mom-bi" ? delayopt::basis::Source::momentum : delayopt::basis::Source::covariance;
-    c.basis.geometry =
-        base == "rot-cov-uni" ? delayopt::basis::Geometry::one_sided : delayopt::basis::Geometry::two_sided;
-  }
-  if (modifier == "nesterov") {  // the same basis with NAdam (beta1 = 0.99) as the moment policy
-    delayopt::RotatedNAdam::Config n;
-    n.basis = c.basis;
-    n.schedule = c.schedule;
-    return AnyOptimizer<T, Space>(
-        StatefulOptimizer<delayopt::RotatedNAdam, T, Space>(delayopt::RotatedNAdam(n), space, params, rule));
-  }
-  return AnyOptimizer<T, Space>(StatefulOptimizer<delayopt::SOAP, T, Space>(delayopt::SOAP(c), space, params, rule));
+StageMethod<T, Space> make_method(const std::string& name, const MethodOptions& o, const Space& space,
+                                  const delayopt::ParamSet<T, Space>& params) {
+  delayopt::tools::MethodOptions r;
+  r.lr = o.lr > 0 ? o.lr : default_lr(name);
+  r.anneal_steps =
+      std::max<std::int64_t>(1, std::llround(o.horizon > 0 ? o.horizon : static_cast<double>(o.run_steps)));
+  r.dcasgd_lambda = o.dcasgd_lambda;
+  return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params),
+                               needs_stale_weights(name));
 }
 
 }  // namespace pipeline

@@ -13,10 +13,12 @@ using Catch::Approx;
 
 #include "driver.hpp"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace pipeline;
@@ -34,6 +36,8 @@ struct ProbeLog {
   std::vector<long> backward_version;  // per microbatch
   std::vector<long> update_version;    // per update: version when the update ran
   std::vector<int> tau;                // per update: what the executor passed to the optimizer
+  std::vector<long> stale_version;     // per update: the `stale` weights passed (-1: none)
+  std::vector<int> predict_tau;        // per predict() call
 };
 
 struct ProbeTape {
@@ -104,32 +108,49 @@ class ProbeModel {
   Params params_;
 };
 
+/// What the probe optimizer asks of the executor, like DC-ASGD and weight prediction do.
+struct ProbeWants {
+  bool stale = false;    // needs_stale_weights()
+  bool predict = false;  // predicts(): predict(w, tau) = w + kPredictMark * tau
+};
+constexpr long kPredictMark = 1000;
+
 class ProbeOptimizer {
  public:
-  ProbeOptimizer(ProbeLog* log, Fault fault, int stage) : log_(log), fault_(fault), stage_(stage) {}
-  void step(const Kokkos::Serial&, delayopt::ParamSet<double, Kokkos::Serial>& p,
-            const delayopt::ParamSet<double, Kokkos::Serial>&, const StageStep& s) {
-    if (fault_.stage == stage_ && fault_.where == Fault::Where::update && fault_.microbatch == s.step)
+  using Params = delayopt::ParamSet<double, Kokkos::Serial>;
+  ProbeOptimizer(ProbeLog* log, Fault fault, int stage, ProbeWants wants = {})
+      : log_(log), fault_(fault), stage_(stage), wants_(wants) {}
+  void step(const Kokkos::Serial&, Params& p, const Params&, const delayopt::StepContext& ctx, const Params* stale) {
+    if (fault_.stage == stage_ && fault_.where == Fault::Where::update && fault_.microbatch == ctx.step)
       throw std::runtime_error("probe optimizer fault at stage " + std::to_string(stage_));
     log_->update_version.push_back(static_cast<long>(p.flat(0)(0)));
-    log_->tau.push_back(s.tau);
-    p.flat(0)(0) = static_cast<double>(s.step + 1);
+    log_->tau.push_back(ctx.tau);
+    log_->stale_version.push_back(stale ? static_cast<long>(stale->flat(0)(0)) : -1);
+    p.flat(0)(0) = static_cast<double>(ctx.step + 1);
+  }
+  bool needs_stale_weights() const { return wants_.stale; }
+  bool predicts() const { return wants_.predict; }
+  void predict(const Kokkos::Serial&, const Params& from, int tau, Params& out) const {
+    log_->predict_tau.push_back(tau);
+    out.flat(0)(0) = from.flat(0)(0) + static_cast<double>(kPredictMark * tau);
   }
 
  private:
   ProbeLog* log_;
   Fault fault_;
   int stage_;
+  ProbeWants wants_;
 };
 
 using ProbeRunner = StageRunner<ProbeModel, ProbeOptimizer>;
 
-std::vector<StageReport> run_probe(const PipelineConfig& cfg, std::vector<ProbeLog>& logs, Fault fault = {}) {
+std::vector<StageReport> run_probe(const PipelineConfig& cfg, std::vector<ProbeLog>& logs, Fault fault = {},
+                                   ProbeWants wants = {}) {
   logs.assign(static_cast<std::size_t>(cfg.stages), {});
   std::vector<ProbeRunner> runners;
   for (int i = 0; i < cfg.stages; ++i)
     runners.emplace_back(cfg, ProbeModel(i, cfg.stages, &logs[static_cast<std::size_t>(i)], fault),
-                         ProbeOptimizer(&logs[static_cast<std::size_t>(i)], fault, i));
+                         ProbeOptimizer(&logs[static_cast<std::size_t>(i)], fault, i, wants));
   return run_threads(runners);
 }
 
@@ -165,7 +186,7 @@ std::map<std::string, std::vector<unsigned char>> blocks_by_name(const std::vect
 /// gradient accumulation, one update per step. Returns the per-step losses; leaves the weights in `stage`.
 std::vector<double> train_plain(const RunOptions& o, Stage& stage, int M) {
   Space space;
-  auto opt = make_method<Real, Space>(o.method, {o.lr, o.horizon}, space, stage.params());
+  auto opt = make_method<Real, Space>(o.method, method_options(o), space, stage.params());
   auto grads = Stage::Params::zeros_like(stage.params());
   auto tape = stage.make_tape();
   std::vector<double> losses;
@@ -175,7 +196,7 @@ std::vector<double> train_plain(const RunOptions& o, Stage& stage, int M) {
       loss += stage.forward(space, stage.params(), step * M + k, {}, tape, {});
       stage.backward(space, stage.params(), tape, {}, grads, {}, Real(1) / static_cast<Real>(M), k > 0);
     }
-    opt.step(space, stage.params(), grads, {0, 1, step, 0, o.steps});
+    opt.step(space, stage.params(), grads, {.step = step, .tau = 0}, nullptr);
     losses.push_back(loss / M);
   }
   space.fence();
@@ -230,6 +251,64 @@ TEST_CASE("async 1F1B: the weights each pass uses (stashing on and off)", "[pipe
   }
 }
 
+TEST_CASE("DC-ASGD gets the weights its gradient was taken at (stashing on and off)", "[pipeline]") {
+  const int P = 4, N = 20;
+  for (bool stash : {true, false}) {
+    CAPTURE(stash);
+    std::vector<ProbeLog> logs;
+    const auto reports = run_probe({.stages = P, .steps = N, .stashing = stash}, logs, {}, {.stale = true});
+    for (int i = 0; i < P; ++i) {
+      CAPTURE(i);
+      const auto& log = logs[static_cast<std::size_t>(i)];
+      // Without stashing the stage still keeps one copy per microbatch in flight, for DC-ASGD.
+      CHECK(reports[static_cast<std::size_t>(i)].stashed_versions == static_cast<std::size_t>(P - i));
+      for (int m = 0; m < N; ++m) {
+        CAPTURE(m);
+        CHECK(log.stale_version[static_cast<std::size_t>(m)] == std::max(0, m - (P - 1 - i)));
+        CHECK(log.stale_version[static_cast<std::size_t>(m)] == log.forward_version[static_cast<std::size_t>(m)]);
+        CHECK(log.update_version[static_cast<std::size_t>(m)] == m);
+        CHECK(log.backward_version[static_cast<std::size_t>(m)] ==
+              (stash ? log.forward_version[static_cast<std::size_t>(m)] : m));
+      }
+    }
+  }
+  std::vector<ProbeLog> logs;  // GPipe: the version every forward of the step used, the current one
+  run_probe({.stages = 2, .steps = 5, .schedule = Schedule::sync_gpipe, .microbatches = 3}, logs, {}, {.stale = true});
+  for (const auto& log : logs) CHECK(log.stale_version == std::vector<long>{0, 1, 2, 3, 4});
+  run_probe({.stages = 2, .steps = 5}, logs);  // and nothing for an optimizer that does not ask
+  for (const auto& log : logs) CHECK(log.stale_version == std::vector<long>(5, -1));
+}
+
+TEST_CASE("weight prediction: the forward runs on predict(w, tau) with the tau it will have", "[pipeline]") {
+  const int P = 4, N = 20;
+  for (bool stash : {true, false}) {
+    CAPTURE(stash);
+    std::vector<ProbeLog> logs;
+    const auto reports = run_probe({.stages = P, .steps = N, .stashing = stash}, logs, {}, {.predict = true});
+    for (int i = 0; i < P; ++i) {
+      CAPTURE(i);
+      const auto& log = logs[static_cast<std::size_t>(i)];
+      const auto& r = reports[static_cast<std::size_t>(i)];
+      REQUIRE(log.predict_tau.size() == static_cast<std::size_t>(N));
+      for (int m = 0; m < N; ++m) {
+        CAPTURE(m);
+        const long version = std::max(0, m - (P - 1 - i));
+        // The prediction horizon is the staleness the executor then measures for that update.
+        CHECK(log.predict_tau[static_cast<std::size_t>(m)] == r.staleness[static_cast<std::size_t>(m)]);
+        CHECK(log.forward_version[static_cast<std::size_t>(m)] == version + kPredictMark * std::min(m, P - 1 - i));
+        // With stashing the backward differentiates the predicted weights too; without, the current ones.
+        CHECK(log.backward_version[static_cast<std::size_t>(m)] ==
+              (stash ? log.forward_version[static_cast<std::size_t>(m)] : m));
+        CHECK(log.stale_version[static_cast<std::size_t>(m)] == -1);
+      }
+    }
+  }
+  std::vector<ProbeLog> logs;  // GPipe has no staleness: nothing to predict
+  run_probe({.stages = 2, .steps = 4, .schedule = Schedule::sync_gpipe, .microbatches = 2}, logs, {},
+            {.predict = true});
+  for (const auto& log : logs) CHECK(log.predict_tau.empty());
+}
+
 TEST_CASE("sync GPipe: no staleness, one update per M microbatches", "[pipeline]") {
   std::vector<ProbeLog> logs;
   const auto reports = run_probe({.stages = 4, .steps = 6, .schedule = Schedule::sync_gpipe, .microbatches = 3}, logs);
@@ -271,6 +350,34 @@ TEST_CASE("P = 1 reproduces plain training bit for bit", "[pipeline]") {
         CHECK(reports[0].param_hash == param_hash(plain.params()));
         CHECK(losses.back() < losses.front());  // it trains
       }
+}
+
+TEST_CASE("P = 1: dcasgd and weight-pred reproduce adam bit for bit (tau = 0)", "[pipeline]") {
+  for (const auto& [method, reference] :
+       std::vector<std::pair<std::string, std::string>>{{"dcasgd", "adam"},
+                                                        {"weight-pred", "adam"},
+                                                        {"rot-cov-bi+dcasgd", "rot-cov-bi"},
+                                                        {"rot-cov-bi+weight-pred", "rot-cov-bi"}})
+    for (bool stash : {true, false}) {
+      CAPTURE(method, stash);
+      RunOptions o = small_options(1, method);
+      o.stashing = stash;
+      o.layer_norm = true;
+      const auto data = load_data(o);
+      const MlpSpec spec = make_spec(o, *data);
+      std::vector<Runner> runners;
+      runners.push_back(make_runner(o, spec, data, 0));
+      const auto reports = run_threads(runners);
+
+      RunOptions ref = o;
+      ref.method = reference;
+      Stage plain(spec, 0, 1, data);
+      const auto losses = train_plain(ref, plain, 1);
+      REQUIRE(reports[0].loss.size() == losses.size());
+      for (std::size_t k = 0; k < losses.size(); ++k)
+        REQUIRE(std::memcmp(&reports[0].loss[k], &losses[k], sizeof(double)) == 0);
+      CHECK(reports[0].param_hash == param_hash(plain.params()));
+    }
 }
 
 TEST_CASE("sync GPipe over P = 4 stages equals plain training with gradient accumulation, bit for bit", "[pipeline]") {
@@ -321,6 +428,30 @@ TEST_CASE("async with staleness differs from plain training, and stashing change
   CHECK(with == run(true));  // and the schedule is deterministic
 }
 
+TEST_CASE("at P = 4 each delay compensation changes the run, deterministically", "[pipeline]") {
+  auto run = [](const std::string& method, bool stash) {
+    RunOptions o = small_options(4, method);
+    o.stashing = stash;
+    const auto data = load_data(o);
+    const MlpSpec spec = make_spec(o, *data);
+    std::vector<Runner> runners;
+    for (int i = 0; i < 4; ++i) runners.push_back(make_runner(o, spec, data, i));
+    return run_threads(runners).back().loss;
+  };
+  for (bool stash : {true, false})
+    for (const auto& [method, base] :
+         std::vector<std::pair<std::string, std::string>>{{"dcasgd", "adam"},
+                                                          {"weight-pred", "adam"},
+                                                          {"rot-cov-bi+dcasgd", "rot-cov-bi"},
+                                                          {"rot-cov-bi+weight-pred", "rot-cov-bi"}}) {
+      CAPTURE(method, stash);
+      const auto loss = run(method, stash);
+      CHECK(loss != run(base, stash));
+      CHECK(loss == run(method, stash));
+      CHECK(std::isfinite(loss.back()));
+    }
+}
+
 // ---- Failures -----------------------------------------------------------------------------------
 
 TEST_CASE("a stage that throws shuts the pipeline down and its error is reported", "[pipeline]") {
@@ -369,13 +500,46 @@ TEST_CASE("bad configurations are rejected with a clear message", "[pipeline]") 
   CHECK_THROWS_WITH(make_runner(small_options(2, "adam+pipedream-lr"), spec, data, 0), CONTAINS("unknown method"));
 }
 
-TEST_CASE("PipeDream-LR discount", "[pipeline]") {
-  const LrRule rule{LrRule::Kind::pipedream_lr, 100};
-  CHECK(rule({.stage = 0, .stages = 4, .step = 0, .tau = 3, .total_steps = 1000}) == Approx(1.0 / 3));
-  CHECK(rule({.stage = 0, .stages = 4, .step = 50, .tau = 4, .total_steps = 1000}) == Approx(0.5));
-  CHECK(rule({.stage = 0, .stages = 4, .step = 100, .tau = 3, .total_steps = 1000}) == 1.0);
-  CHECK(rule({.stage = 3, .stages = 4, .step = 0, .tau = 0, .total_steps = 1000}) == 1.0);
-  CHECK(LrRule{}({.tau = 5}) == 1.0);
+TEST_CASE("methods: the registry's names, the pipeline's default rates, PipeDream-LR's horizon", "[pipeline]") {
+  using P1 = delayopt::ParamSet<double, Kokkos::Serial>;
+  Kokkos::Serial space;
+  P1 w0({{"w", 4, 1}});
+  for (int k = 0; k < 4; ++k) w0.flat(0)(k) = 0.1 * (k + 1);
+  P1 g = P1::zeros_like(w0);
+  for (int k = 0; k < 4; ++k) g.flat(0)(k) = k % 2 ? 1.0 : -2.0;
+  // The first update's size relative to Adam's: the stage discount 1 / tau^(1 - min(t / T, 1)).
+  auto relative_step = [&](const std::string& method, const MethodOptions& o, std::int64_t step, int tau) {
+    double delta[2];
+    for (int k = 0; k < 2; ++k) {
+      P1 w = w0.clone(space);
+      auto opt = make_method<double, Kokkos::Serial>(k ? method : "adam", o, space, w);
+      opt.step(space, w, g, {.step = step, .tau = tau}, nullptr);
+      delta[k] = w.flat(0)(0) - w0.flat(0)(0);
+    }
+    return delta[1] / delta[0];
+  };
+  CHECK(relative_step("pipedream-lr", {.run_steps = 1000}, 0, 3) == Approx(1.0 / 3));
+  CHECK(relative_step("pipedream-lr", {.run_steps = 100}, 50, 4) == Approx(0.5));  // T = the run's length
+  CHECK(relative_step("pipedream-lr", {.horizon = 200, .run_steps = 100}, 100, 4) == Approx(0.5));
+  CHECK(relative_step("pipedream-lr", {.run_steps = 100}, 100, 3) == Approx(1.0));
+  CHECK(relative_step("pipedream-lr", {.run_steps = 100}, 0, 0) == 1.0);
+
+  CHECK(default_lr("rot-cov-bi+dcasgd") == default_lr("rot-cov-bi"));
+  CHECK(default_lr("adam") == 1e-3);
+  for (const auto& d : method_defaults()) {  // every base builds, alone and with each compensation
+    CAPTURE(d.base);
+    CHECK_NOTHROW(make_method<double, Kokkos::Serial>(d.base, {}, space, w0));
+    const std::string base = d.base;
+    if (base.rfind("rot-", 0) == 0 || base == "soap" || base == "full-eigen")
+      for (const char* comp : {"pipedream-lr", "nesterov", "dcasgd", "weight-pred"})
+        CHECK_NOTHROW(make_method<double, Kokkos::Serial>(base + "+" + comp, {}, space, w0));
+  }
+  CHECK(needs_stale_weights("dcasgd"));
+  CHECK(needs_stale_weights("soap+dcasgd"));
+  CHECK_FALSE(needs_stale_weights("weight-pred"));
+  CHECK(make_method<double, Kokkos::Serial>("rot-mom-uni+weight-pred", {}, space, w0).predicts());
+  CHECK_FALSE(make_method<double, Kokkos::Serial>("dcasgd", {}, space, w0).predicts());
+  CHECK(make_method<double, Kokkos::Serial>("rot-cov-bi+dcasgd", {}, space, w0).needs_stale_weights());
 }
 
 TEST_CASE("data: the Debian files load, or the fallback says it ran", "[pipeline]") {
