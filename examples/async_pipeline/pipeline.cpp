@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
+#include <string>
 
 namespace {
 
@@ -44,9 +46,22 @@ int run_threads_transport(const RunOptions& o) {
 }
 
 #if DELAYOPT_PIPELINE_MPI
-/// One rank per stage. Rank 0 gathers every stage's report and writes the JSON. A rank that fails
-/// prints its error and calls MPI_Abort, MPI's way to stop every other rank (they may be blocked
-/// waiting for it): the job ends with a nonzero status instead of hanging.
+/// The per-rank line of a failed job: every rank prints one, so a log shows that all of them
+/// stopped and finalized MPI rather than being killed.
+void print_shutdown(int rank, RankStatus mine, const MpiOutcome& o) {
+  const std::string failed = o.failed_ranks();
+  std::string why = mine == RankStatus::failed ? "this stage failed"
+                    : failed.empty()           ? "another rank failed to set up"
+                                               : "stage " + failed + " failed";
+  if (mine == RankStatus::ok) why = "its schedule completed, but " + why;
+  std::fprintf(stderr, "delayopt_pipeline: rank %d shut down: %s; channels drained, finalizing MPI\n", rank,
+               why.c_str());
+  std::fflush(stderr);
+}
+
+/// One rank per stage. Rank 0 gathers every stage's report and writes the JSON. A rank whose stage
+/// throws prints its error and notifies the others (MpiControl); ranks waiting on it stop, every
+/// rank meets in MpiControl::agree, drains its channels, calls MPI_Finalize and exits with 1.
 int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
   MPI_Init(&argc, &argv);
   int rank = 0, size = 0;
@@ -61,62 +76,97 @@ int run_mpi_transport(int argc, char* argv[], const RunOptions& o) {
     MPI_Finalize();
     return 2;
   }
+  int exit_code = 0;
   {
     Kokkos::ScopeGuard guard(kokkos_settings());
-    try {
-      const auto data = load_data(o);
-      const MlpSpec spec = make_spec(o, *data);
-      if (rank == 0) print_header(o, spec, *data);
-      Runner runner = make_runner(o, spec, data, rank);
-      MpiEndpoint<Real> ep(MPI_COMM_WORLD, rank, size, runner.model().input_size(), runner.model().output_size(),
-                           runner.config().total_microbatches(), static_cast<int>(o.queue_capacity));
-      Progress progress("", o.steps, o.progress_every, o.window);
-      MPI_Barrier(MPI_COMM_WORLD);
-      const double t0 = MPI_Wtime();
-      StageReport mine = runner.run(ep, runner.is_last() ? LossCallback(std::ref(progress)) : LossCallback());
-      ep.finish();
-      MPI_Barrier(MPI_COMM_WORLD);
-      const double seconds = MPI_Wtime() - t0;
-
-      // Gather: staleness (N ints per stage), stash counts and hashes; the loss from the last rank.
-      const int N = static_cast<int>(o.steps);
-      std::vector<int> staleness(rank == 0 ? static_cast<std::size_t>(N * size) : 0);
-      MPI_Gather(mine.staleness.data(), N, MPI_INT, staleness.data(), N, MPI_INT, 0, MPI_COMM_WORLD);
-      unsigned long long info[2] = {mine.stashed_versions, mine.param_hash};
-      std::vector<unsigned long long> infos(static_cast<std::size_t>(2 * size));
-      MPI_Gather(info, 2, MPI_UNSIGNED_LONG_LONG, infos.data(), 2, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
-      std::vector<double> loss = mine.loss;
-      if (size > 1 && rank == size - 1) MPI_Send(loss.data(), N, MPI_DOUBLE, 0, 99, MPI_COMM_WORLD);
-      if (size > 1 && rank == 0) {
-        loss.resize(static_cast<std::size_t>(N));
-        MPI_Recv(loss.data(), N, MPI_DOUBLE, size - 1, 99, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-      }
-      if (rank == 0) {
-        RunResult r;
-        r.seconds = seconds;
-        for (int i = 0; i < size; ++i) {
-          StageReport s;
-          s.stage = i;
-          s.staleness.assign(staleness.begin() + i * N, staleness.begin() + (i + 1) * N);
-          s.stashed_versions = static_cast<std::size_t>(infos[static_cast<std::size_t>(2 * i)]);
-          s.param_hash = infos[static_cast<std::size_t>(2 * i + 1)];
-          s.updates = o.steps;
-          if (i == size - 1) s.loss = loss;
-          r.stages.push_back(std::move(s));
-        }
-        const auto j = to_json(o, spec, *data, r);
-        print_summary(j);
-        write_json(o.json, j);
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "delayopt_pipeline: error: pipeline stage %d (rank %d) failed: %s; aborting the MPI job\n",
-                   rank, rank, e.what());
+    MpiControl control(MPI_COMM_WORLD);
+    auto report = [&](const char* when, const char* what, const char* then) {
+      std::fprintf(stderr, "delayopt_pipeline: error: pipeline stage %d (rank %d) failed%s: %s%s\n", rank, rank, when,
+                   what, then);
       std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 1);
+    };
+    RankStatus status = RankStatus::ok;
+    std::shared_ptr<const Dataset> data;
+    std::optional<MlpSpec> spec;
+    std::optional<Runner> runner;
+    std::optional<MpiEndpoint<Real>> ep;
+    // Set-up communicates nothing, so a rank that fails here just says so at the first collective.
+    try {
+      data = load_data(o);
+      spec = make_spec(o, *data);
+      if (rank == 0) print_header(o, *spec, *data);
+      runner.emplace(make_runner(o, *spec, data, rank));
+      ep.emplace(control, MPI_COMM_WORLD, rank, size, runner->model().input_size(), runner->model().output_size(),
+                 runner->config().total_microbatches(), static_cast<int>(o.queue_capacity));
+    } catch (const std::exception& e) {
+      report(" to set up", e.what(), "");
+      status = RankStatus::failed;
     }
-  }
+    StageReport mine;
+    double t0 = 0;
+    if (control.all_ready(status == RankStatus::ok)) {  // also the start line for the timing
+      t0 = MPI_Wtime();
+      try {
+        Progress progress("", o.steps, o.progress_every, o.window);
+        mine = runner->run(*ep, runner->is_last() ? LossCallback(std::ref(progress)) : LossCallback());
+      } catch (const pipeline_aborted&) {
+        status = RankStatus::aborted;  // another rank failed and said so
+      } catch (const std::exception& e) {
+        report("", e.what(), "; notifying the other ranks");
+        status = RankStatus::failed;
+        control.notify_failure();
+      }
+    } else if (status == RankStatus::ok) {
+      status = RankStatus::aborted;
+    }
+    // Every rank gets here, whatever happened: agree, then leave nothing in flight.
+    const MpiOutcome outcome = control.agree(status, ep ? ep->sent_forward() : 0, ep ? ep->sent_backward() : 0);
+    const double seconds = MPI_Wtime() - t0;
+    if (ep) ep->drain(outcome);
+    control.finish(outcome);
+    if (!outcome.ok()) {
+      print_shutdown(rank, status, outcome);
+      exit_code = 1;
+    } else {
+      try {
+        // Gather: staleness (N ints per stage), stash counts and hashes; the loss from the last rank.
+        const int N = static_cast<int>(o.steps);
+        std::vector<int> staleness(rank == 0 ? static_cast<std::size_t>(N * size) : 0);
+        MPI_Gather(mine.staleness.data(), N, MPI_INT, staleness.data(), N, MPI_INT, 0, MPI_COMM_WORLD);
+        unsigned long long info[2] = {mine.stashed_versions, mine.param_hash};
+        std::vector<unsigned long long> infos(static_cast<std::size_t>(2 * size));
+        MPI_Gather(info, 2, MPI_UNSIGNED_LONG_LONG, infos.data(), 2, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+        std::vector<double> loss = mine.loss;
+        if (size > 1 && rank == size - 1) MPI_Send(loss.data(), N, MPI_DOUBLE, 0, 99, MPI_COMM_WORLD);
+        if (size > 1 && rank == 0) {
+          loss.resize(static_cast<std::size_t>(N));
+          MPI_Recv(loss.data(), N, MPI_DOUBLE, size - 1, 99, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }
+        if (rank == 0) {
+          RunResult r;
+          r.seconds = seconds;
+          for (int i = 0; i < size; ++i) {
+            StageReport s;
+            s.stage = i;
+            s.staleness.assign(staleness.begin() + i * N, staleness.begin() + (i + 1) * N);
+            s.stashed_versions = static_cast<std::size_t>(infos[static_cast<std::size_t>(2 * i)]);
+            s.param_hash = infos[static_cast<std::size_t>(2 * i + 1)];
+            s.updates = o.steps;
+            if (i == size - 1) s.loss = loss;
+            r.stages.push_back(std::move(s));
+          }
+          const auto j = to_json(o, *spec, *data, r);
+          print_summary(j);
+          write_json(o.json, j);
+        }
+      } catch (const std::exception& e) {  // only local work is left to fail (rank 0's JSON)
+        std::fprintf(stderr, "delayopt_pipeline: error: rank %d: %s\n", rank, e.what());
+        exit_code = 1;
+      }
+    }
+  }  // the stage's views are gone before Kokkos finalizes
   MPI_Finalize();
-  return 0;
+  return exit_code;
 }
 #endif
 

@@ -1,5 +1,8 @@
 # Runs a command that must fail: nonzero exit within 60 s (no hang) and output matching EXPECT.
 #   -DCOMMAND=exe|arg|... ('|' separates arguments) -DEXPECT=<regex>
+# Optional, for the MPI transport's orderly shutdown:
+#   -DEXPECT_RANKS=N   every rank 0 .. N-1 printed "delayopt_pipeline: rank <r> shut down"
+#   -DFORBID=<regex>   the output must not match (e.g. MPI_ABORT: no rank was killed)
 string(REPLACE "|" ";" cmd "${COMMAND}")
 execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
 if(rc MATCHES "timeout")
@@ -10,5 +13,16 @@ if(rc EQUAL 0)
 endif()
 if(NOT "${out}${err}" MATCHES "${EXPECT}")
   message(FATAL_ERROR "exit status ${rc}, but the output does not match '${EXPECT}':\n${out}\n${err}")
+endif()
+if(DEFINED EXPECT_RANKS)
+  math(EXPR last "${EXPECT_RANKS} - 1")
+  foreach(r RANGE ${last})
+    if(NOT "${out}${err}" MATCHES "delayopt_pipeline: rank ${r} shut down")
+      message(FATAL_ERROR "rank ${r} did not report its shutdown (exit status ${rc}):\n${out}\n${err}")
+    endif()
+  endforeach()
+endif()
+if(DEFINED FORBID AND "${out}${err}" MATCHES "${FORBID}")
+  message(FATAL_ERROR "the output matches '${FORBID}' (exit status ${rc}):\n${out}\n${err}")
 endif()
 message(STATUS "failed as expected (exit status ${rc})")
