@@ -1,0 +1,350 @@
+// Adam and SOAP steps on Kokkos' default execution space: CUDA in a CUDA build, OpenMP (or Serial) in
+// a host build. bench_adam_step.cpp and bench_soap_step.cpp fill their views with host loops, so they
+// only run on host memory; everything here is filled and timed on the default space.
+//
+//   Host:  cmake --preset default -DKokkos_ROOT=... -DDELAYOPT_ENABLE_BENCHMARKS=ON
+//          cmake --build build/default --target delayopt_bench_device
+//          OMP_NUM_THREADS=2 OMP_PROC_BIND=spread OMP_PLACES=threads build/default/bench/delayopt_bench_device
+//   CUDA:  cmake --preset cuda -DKokkos_ROOT=/opt/kokkos-4.6.01-cuda
+//              -DCMAKE_CXX_COMPILER=/opt/kokkos-4.6.01-cuda/bin/nvcc_wrapper -DDELAYOPT_ENABLE_BENCHMARKS=ON
+//          cmake --build build/cuda --target delayopt_bench_device
+//          build/cuda/bench/delayopt_bench_device --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+//
+// BM_DeviceAdamStep: one fused Adam step (fp32 checked and unchecked, fp64 checked) on one block of
+// 16M and 64M elements and on 256 blocks of 64Ki. Bytes as in bench_adam_step.cpp: 28 B/param in fp32
+// (read p, g, m, v; write p, m, v: 7 * sizeof(T)); the non-finite check's extra read of g is not
+// counted, so "checked" pays for it in its rate. bytes_per_second is in 2^30 units, adam_GBps and
+// triad_GBps in 10^9 B/s; triad_ratio = Adam's bandwidth / a STREAM triad's (a = b + s c, 3 * sizeof(T)
+// B/elem, no write-allocate) on N elements of the same type, run interleaved with the steps.
+//
+// BM_DeviceSOAPStep: fp32 two-sided SOAP, 10 consecutive updates (one refresh) per iteration, reported
+// per step, as BM_SOAPStep in bench_soap_step.cpp. gemm_bound_s = the step's GEMM-class flops / the GEMM
+// rate measured in this run on the step's shapes (cuBLAS SGEMM through the library's handle on CUDA,
+// Eigen on host); gemm_bound_ratio = achieved time / gemm_bound_s. On a device space without the CUDA
+// backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not registered.
+#include <delayopt/delayopt.hpp>
+
+#include <Kokkos_Random.hpp>
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Dense>
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(KOKKOS_ENABLE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+namespace {
+
+using E = Kokkos::DefaultExecutionSpace;
+using delayopt::NonFinitePolicy;
+using Pool = Kokkos::Random_XorShift64_Pool<E>;
+constexpr int kRefresh = 10;
+
+#if defined(DELAYOPT_ENABLE_CUDA_LINALG) && defined(KOKKOS_ENABLE_CUDA)
+constexpr bool kCudaLinalg = true;
+#else
+constexpr bool kCudaLinalg = false;
+#endif
+
+/// Seconds for `work` to be enqueued and complete (kernel launches are asynchronous on CUDA).
+template <class Space, class Work>
+double timed(const Space& space, const Work& work) {
+  Kokkos::Timer timer;
+  work();
+  space.fence();
+  return timer.seconds();
+}
+
+/// Uniform values in [lo, hi) generated on the device: no host loop, no N-element host->device copy.
+template <class V>
+void fill_uniform(const V& v, Pool& pool, double lo, double hi) {
+  using T = typename V::non_const_value_type;
+  Kokkos::fill_random(v, pool, static_cast<T>(lo), static_cast<T>(hi));
+}
+
+template <class T>
+using Vector = Kokkos::View<T*, E::memory_space>;
+
+template <class T>
+struct Fill {
+  Vector<T> v;
+  T x;
+  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { v(i) = x; }
+};
+
+template <class T>
+struct Triad {
+  Vector<T> a, b, c;
+  T s;
+  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { a(i) = b(i) + s * c(i); }
+};
+
+/// STREAM triad arrays, first touched with the triad's own policy (page placement on OpenMP).
+template <class T>
+struct Stream {
+  std::int64_t n;
+  Vector<T> a, b, c;
+
+  Stream(const E& space, std::int64_t size)
+      : n(size),
+        a(Kokkos::ViewAllocateWithoutInitializing("bench::a"), size),
+        b(Kokkos::ViewAllocateWithoutInitializing("bench::b"), size),
+        c(Kokkos::ViewAllocateWithoutInitializing("bench::c"), size) {
+    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{a, 0});
+    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{b, 1});
+    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{c, 2});
+    space.fence();
+  }
+
+  Kokkos::RangePolicy<E> policy(const E& space) const { return Kokkos::RangePolicy<E>(space, 0, n); }
+  void triad(const E& space) const { Kokkos::parallel_for("bench::triad", policy(space), Triad<T>{a, b, c, 3}); }
+};
+
+// ---- Adam ----------------------------------------------------------------------------------------
+
+/// Times update() and, interleaved with it, a triad on N elements, so that clock and noise changes hit
+/// both; only the Adam time is the iteration time.
+template <class T>
+void BM_DeviceAdamStep(benchmark::State& state, NonFinitePolicy policy) {
+  constexpr double adam_bytes = 7 * sizeof(T);   // read p, g, m, v; write p, m, v (bench_adam_step.cpp)
+  constexpr double triad_bytes = 3 * sizeof(T);  // STREAM convention
+
+  E space;
+  std::vector<delayopt::BlockShape> shapes;
+  for (std::int64_t b = 0; b < state.range(0); ++b) {
+    std::string name = "w";  // not "w" + ...: GCC 12 -Wrestrict false positive
+    name += std::to_string(b);
+    shapes.push_back({name, 1, static_cast<std::size_t>(state.range(1))});
+  }
+  delayopt::ParamSet<T, E> params(shapes);
+  auto grads = delayopt::ParamSet<T, E>::zeros_like(params);
+  Pool pool(1);
+  for (std::size_t b = 0; b < params.num_blocks(); ++b) {
+    fill_uniform(params.flat(b), pool, -1, 1);
+    fill_uniform(grads.flat(b), pool, -1e-3, 1e-3);
+  }
+  const delayopt::Adam opt({.schedule = {.lr = 1e-3}, .nonfinite = policy});
+  auto opt_state = opt.init(space, params);
+  const auto n = static_cast<std::int64_t>(params.total_size());
+  const Stream<T> stream(space, n);
+
+  // Warm-up: first-touch page faults and OpenMP start-up on host; module loading and clock ramp on CUDA.
+  for (int i = 0; i < 3; ++i) opt.update(space, params, grads, opt_state), stream.triad(space);
+  space.fence();
+
+  double adam_s = 0, triad_s = 0;
+  for (auto _ : state) {
+    const double t = timed(space, [&] { opt.update(space, params, grads, opt_state); });
+    state.SetIterationTime(t);
+    adam_s += t;
+    triad_s += timed(space, [&] { stream.triad(space); });
+  }
+  if (delayopt::Adam::skipped_steps(opt_state) != 0) state.SkipWithError("a step was skipped: non-finite gradient");
+
+  const double elems = static_cast<double>(state.iterations()) * static_cast<double>(n);
+  state.SetBytesProcessed(static_cast<std::int64_t>(elems * adam_bytes));
+  const double adam_rate = elems * adam_bytes / adam_s, triad_rate = elems * triad_bytes / triad_s;
+  state.counters["adam_GBps"] = adam_rate / 1e9;
+  state.counters["triad_GBps"] = triad_rate / 1e9;
+  state.counters["triad_ratio"] = adam_rate / triad_rate;
+}
+
+// ---- SOAP ----------------------------------------------------------------------------------------
+
+/// The rotated basis has a backend on host memory (Eigen) and, with DELAYOPT_ENABLE_CUDA_LINALG, on
+/// Kokkos::Cuda (cuBLAS/cuSOLVER); on any other space SOAP does not compile, so it is not registered.
+template <class Space>
+constexpr bool has_eigenbasis = delayopt::compat::is_host_space_v<Space> ||
+#if defined(KOKKOS_ENABLE_CUDA)
+                                (kCudaLinalg && std::is_same_v<Space, Kokkos::Cuda>);
+#else
+                                false;
+#endif
+
+// GEMM-class flops of one amortized step of a two-sided m x n block, as bench_soap_step.cpp counts them
+// (SYRK as m^2 n): accumulate m^2 n + n^2 m, project and project back 2 (2 m^2 n + 2 m n^2), and per
+// refresh per side SYMM 2 s^3, Householder QR + forming Q 8/3 s^3, and rotating the first moment back
+// and forth 2 (2 m^2 n + 2 m n^2). The CUDA backend runs the same operations (eigenbasis_cuda.hpp).
+double step_flops(double m, double n) {
+  const double per_step = m * m * n + n * n * m + 2 * (2 * m * m * n + 2 * m * n * n);
+  const double refresh =
+      2 * m * m * m + 2 * n * n * n + 8.0 / 3 * (m * m * m + n * n * n) + 2 * (2 * m * m * n + 2 * m * n * n);
+  return per_step + refresh / kRefresh;
+}
+
+/// fp32 GEMM rate (flop/s) on the step's two product shapes, (m x m)(m x n) and (m x n)(n x n).
+double host_gemm_rate(std::size_t m, std::size_t n) {
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const auto rows = static_cast<Eigen::Index>(m), cols = static_cast<Eigen::Index>(n);
+  Mat A = Mat::Random(rows, rows), G = Mat::Random(rows, cols), B = Mat::Random(cols, cols), C(rows, cols),
+      D(rows, cols);
+  C.noalias() = A * G;  // warm up threads and caches
+  Kokkos::Timer t;
+  int reps = 0;
+  while (t.seconds() < 0.5 || reps < 3) {
+    C.noalias() = A * G;
+    D.noalias() = C * B;
+    ++reps;
+  }
+  benchmark::DoNotOptimize(D.data());
+  return reps * (2.0 * m * m * n + 2.0 * m * n * n) / t.seconds();
+}
+
+#if defined(DELAYOPT_ENABLE_CUDA_LINALG) && defined(KOKKOS_ENABLE_CUDA)
+/// The same through cuBLAS SGEMM, on the handle (and so the math mode) the optimizer's products use.
+double cublas_gemm_rate(const Kokkos::Cuda& space, std::size_t m_, std::size_t n_) {
+  using V = Kokkos::View<float*, Kokkos::CudaSpace>;
+  const int m = static_cast<int>(m_), n = static_cast<int>(n_);
+  V A("bench::A", m_ * m_), G("bench::G", m_ * n_), B("bench::B", n_ * n_), C("bench::C", m_ * n_),
+      D("bench::D", m_ * n_);
+  Pool pool(2);
+  for (const V& v : {A, G, B}) fill_uniform(v, pool, -1, 1);
+  auto blas = delayopt::linalg::cuda::Handles::on(space.cuda_stream()).blas;
+  const auto pair = [&] {  // column-major C = A G, D = C B
+    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, m, 1.f, A.data(), m, G.data(), m, 0.f,
+                                 C.data(), m);
+    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, n, 1.f, C.data(), m, B.data(), n, 0.f,
+                                 D.data(), m);
+  };
+  pair();  // warm-up: cuBLAS loads its kernels lazily
+  space.fence();
+  Kokkos::Timer t;
+  int reps = 0;
+  while (t.seconds() < 0.5 || reps < 3) {
+    for (int i = 0; i < 8; ++i) pair();  // several per fence: the sync would otherwise cost ~10% at 1024
+    space.fence();
+    reps += 8;
+  }
+  return reps * (2.0 * m * m * n + 2.0 * m * n * n) / t.seconds();
+}
+#endif
+
+/// Measured once per shape and process: Google Benchmark calls a benchmark function several times
+/// (iteration estimate, repetitions), and half a second of GEMMs per call would dominate a device run.
+template <class Space>
+double gemm_rate([[maybe_unused]] const Space& space, std::size_t m, std::size_t n) {
+  static std::map<std::pair<std::size_t, std::size_t>, double> cache;
+  auto it = cache.find({m, n});
+  if (it != cache.end()) return it->second;
+  double rate = 0;
+  if constexpr (delayopt::compat::is_host_space_v<Space>) {
+    rate = host_gemm_rate(m, n);
+  } else {
+#if defined(DELAYOPT_ENABLE_CUDA_LINALG) && defined(KOKKOS_ENABLE_CUDA)
+    rate = cublas_gemm_rate(space, m, n);
+#endif
+  }
+  return cache[{m, n}] = rate;
+}
+
+template <class Space>
+void BM_DeviceSOAPStep(benchmark::State& bs) {
+  using T = float;
+  const auto m = static_cast<std::size_t>(bs.range(0)), n = static_cast<std::size_t>(bs.range(1));
+  Space space;
+  delayopt::ParamSet<T, Space> params({{"W", 2, m, n}}), grads({{"W", 2, m, n}});
+  {
+    Kokkos::Random_XorShift64_Pool<Space> pool(3);
+    Kokkos::fill_random(params.flat(0), pool, T(-1), T(1));
+    Kokkos::fill_random(grads.flat(0), pool, T(-1), T(1));
+  }
+  const delayopt::SOAP opt({.basis = {.refresh_every = kRefresh}, .moment = {.beta2 = 0.99}, .schedule = {.lr = 1e-4}});
+  auto state = opt.init(space, params);
+  // Two updates initialize the basis (bench_soap_step.cpp). On a device, one more refresh period, so that
+  // cuSOLVER's lazily loaded kernels and its workspace set-up are not in the first timed iteration.
+  const int warmup = delayopt::compat::is_host_space_v<Space> ? 2 : 2 + kRefresh;
+  for (int i = 0; i < warmup; ++i) opt.update(space, params, grads, state);
+  space.fence();
+
+  double total_s = 0;
+  for (auto _ : bs) {
+    // Any kRefresh consecutive updates hold exactly one refresh, whatever the phase.
+    const double t = timed(space, [&] {
+      for (int i = 0; i < kRefresh; ++i) opt.update(space, params, grads, state);
+    });
+    bs.SetIterationTime(t / kRefresh);
+    total_s += t;
+  }
+  if (delayopt::basis::KroneckerEigen::failures(state.basis) != 0) bs.SkipWithError("a factorization failed");
+
+  const double step_s = total_s / (static_cast<double>(bs.iterations()) * kRefresh);
+  const double rate = gemm_rate(space, m, n);
+  const double bound_s = step_flops(static_cast<double>(m), static_cast<double>(n)) / rate;
+  bs.counters["gemm_GFLOPs"] = rate / 1e9;
+  bs.counters["gemm_bound_s"] = bound_s;
+  bs.counters["gemm_bound_ratio"] = step_s / bound_s;
+  bs.counters["state_MiB"] = static_cast<double>(delayopt::SOAP::state_bytes(state)) / 1048576.0;
+}
+
+template <class Space>
+void register_soap() {
+  if constexpr (has_eigenbasis<Space>) {
+    for (auto [m, n] : {std::pair{1024, 1024}, std::pair{4096, 1024}})
+      benchmark::RegisterBenchmark(
+          ("BM_DeviceSOAPStep/fp32/" + std::to_string(m) + "x" + std::to_string(n)).c_str(), BM_DeviceSOAPStep<Space>)
+          ->Args({m, n})
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    benchmark::AddCustomContext("gemm_reference",
+                                delayopt::compat::is_host_space_v<Space> ? "Eigen sgemm" : "cuBLAS SGEMM");
+  } else {
+    benchmark::AddCustomContext("soap", "not registered: no eigenbasis backend for this space");
+  }
+}
+
+void register_adam() {
+  // 16M and 64M elements in one block (M = 2^20), and 256 blocks of 64Ki: one launch must cover them all.
+  const std::vector<std::pair<std::int64_t, std::int64_t>> sets{{1, 1 << 24}, {1, 1 << 26}, {256, 1 << 16}};
+  const auto add = [&](const char* type, const char* check, auto fn, NonFinitePolicy policy) {
+    for (auto [blocks, size] : sets)
+      benchmark::RegisterBenchmark(("BM_DeviceAdamStep/" + std::string(type) + "/" + check).c_str(), fn, policy)
+          ->Args({blocks, size})
+          ->ArgNames({"blocks", "n"})
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+  };
+  add("fp32", "checked", BM_DeviceAdamStep<float>, NonFinitePolicy::skip_step);
+  add("fp32", "unchecked", BM_DeviceAdamStep<float>, NonFinitePolicy::unchecked);
+  add("fp64", "checked", BM_DeviceAdamStep<double>, NonFinitePolicy::skip_step);
+}
+
+std::string device_name() {
+#if defined(KOKKOS_ENABLE_CUDA)
+  if constexpr (std::is_same_v<E, Kokkos::Cuda>) {
+    cudaDeviceProp prop{};
+    int dev = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) return prop.name;
+  }
+#endif
+  return "host";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::ScopeGuard kokkos(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  register_adam();
+  register_soap<E>();
+
+  constexpr int v = KOKKOS_VERSION;  // e.g. 40601
+  const auto part = [](int x) { return std::to_string(x); };
+  benchmark::AddCustomContext("kokkos_version", part(v / 10000) + "." + part(v / 100 % 100) + "." + part(v % 100));
+  benchmark::AddCustomContext("execution_space", E::name());
+  benchmark::AddCustomContext("concurrency", std::to_string(E().concurrency()));
+  benchmark::AddCustomContext("device", device_name());
+  for (const char* name : {"OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES"})
+    if (const char* val = std::getenv(name)) benchmark::AddCustomContext(name, val);
+
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}
