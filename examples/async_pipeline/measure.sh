@@ -2,7 +2,7 @@
 # Reproduces the measurements in docs/pipeline.md and prints them as Markdown tables.
 #
 #   examples/async_pipeline/measure.sh BUILD_DIR throughput [TRANSPORTS] [REPEATS]
-#   examples/async_pipeline/measure.sh BUILD_DIR convergence [SEEDS]
+#   examples/async_pipeline/measure.sh BUILD_DIR convergence [SEEDS] [METHODS] [CONFIGS]
 #
 # throughput: microbatches/s of asynchronous 1F1B vs synchronous GPipe (M = P and M = 4P
 #   microbatches per update) at P = 4 and 8 on each transport (default "threads mpi"), for the
@@ -10,6 +10,9 @@
 #   Every run processes the same number of microbatches.
 # convergence: iterations to the target loss on digits for P = 1, 2, 4, 8 with and without weight
 #   stashing, per method (each at its default learning rate); median over SEEDS (default "1 2 3").
+#   METHODS (default "adam pipedream-lr rot-cov-bi rot-cov-bi+pipedream-lr") and CONFIGS (P:extra
+#   driver arguments, default "1: 2: 4: 8: 2:--no-stashing 4:--no-stashing 8:--no-stashing"; the
+#   first is the baseline of the slowdowns) choose other rows and columns.
 set -euo pipefail
 
 build=${1:?usage: measure.sh BUILD_DIR throughput|convergence [...]}
@@ -83,11 +86,20 @@ throughput() {
 
 convergence() {
   local seeds=${1:-1 2 3}
-  echo "| method | P=1 | P=2 | P=4 | P=8 | P=2 no stash | P=4 no stash | P=8 no stash |"
-  echo "|---|---|---|---|---|---|---|---|"
-  for method in adam pipedream-lr rot-cov-bi rot-cov-bi+pipedream-lr; do
+  local methods=${2:-adam pipedream-lr rot-cov-bi rot-cov-bi+pipedream-lr}
+  # P:extra arguments; the first one is the baseline of the slowdowns (P = 1)
+  local configs=${3:-1: 2: 4: 8: 2:--no-stashing 4:--no-stashing 8:--no-stashing}
+  local header="| method |" rule="|---|"
+  for cfg in $configs; do
+    IFS=: read -r P extra <<<"$cfg"
+    header="$header P=$P${extra:+ ${extra#--}} |"
+    rule="$rule---|"
+  done
+  echo "$header"
+  echo "$rule"
+  for method in $methods; do
     local row="| $method |" base=""
-    for cfg in "1:" "2:" "4:" "8:" "2:--no-stashing" "4:--no-stashing" "8:--no-stashing"; do
+    for cfg in $configs; do
       IFS=: read -r P extra <<<"$cfg"
       local its=()
       for seed in $seeds; do
@@ -100,7 +112,7 @@ convergence() {
       med=$(printf '%s\n' "${its[@]}" | sed 's/^-$/999999/' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
       local cell
       if [ "$med" = 999999 ]; then cell="> 2000"; else cell=$med; fi
-      if [ "$P" = 1 ]; then
+      if [ -z "$base" ]; then
         base=$med
       elif [ "$med" != 999999 ] && [ "$base" != 999999 ]; then
         cell="$cell ($(awk -v m="$med" -v b="$base" 'BEGIN {printf "%.2f", m / b}')x)"
@@ -116,6 +128,6 @@ convergence() {
 
 case $what in
   throughput) throughput "${3:-threads mpi}" "${4:-3}" ;;
-  convergence) convergence "${3:-1 2 3}" ;;
+  convergence) convergence "${3:-1 2 3}" "${4:-}" "${5:-}" ;;
   *) echo "measure.sh: unknown measurement '$what' (throughput or convergence)" >&2; exit 2 ;;
 esac
