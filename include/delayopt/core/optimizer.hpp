@@ -33,29 +33,6 @@ namespace detail {
 /// Device counters of one optimizer state.
 enum counter : int { applied = 0, skipped = 1 };
 
-/// Sum of squared gradient entries, accumulated in double (NaN/Inf propagate into the sum).
-template <class T, class ExecSpace>
-struct GradSquaredNorm {
-  using memory_space = typename ExecSpace::memory_space;
-  Kokkos::View<Chunk*, memory_space> chunks;
-  Kokkos::View<BlockRef<T>*, memory_space> g;
-
-  KOKKOS_INLINE_FUNCTION void operator()(const std::size_t c, double& sum) const {
-    const Chunk ch = chunks(c);
-    const T* gb = g(ch.block).data;
-    // Independent partial sums: a single running sum is a chain of dependent adds (4x slower here).
-    constexpr int lanes = 8;
-    double acc[lanes] = {};
-    std::size_t i = ch.begin;
-    for (; i + lanes <= ch.end; i += lanes)
-      for (int l = 0; l < lanes; ++l) acc[l] += static_cast<double>(gb[i + l]) * static_cast<double>(gb[i + l]);
-    for (; i < ch.end; ++i) acc[0] += static_cast<double>(gb[i]) * static_cast<double>(gb[i]);
-    double local = 0.0;
-    for (int l = 0; l < lanes; ++l) local += acc[l];
-    sum += local;
-  }
-};
-
 /// Device-side view of a delay policy: its coefficients, the stale parameters (if it needs them)
 /// and its per-element slots.
 template <class Delay, class T, class ExecSpace>
@@ -457,9 +434,7 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
   template <class T, class ExecSpace>
   void reduce_grad_sqnorm(const ExecSpace& space, const ParamSet<T, ExecSpace>& params,
                           const ParamSet<T, ExecSpace>& grads, State<T, ExecSpace>& state) const {
-    Kokkos::parallel_reduce("delayopt::grad_sqnorm",
-                            Kokkos::RangePolicy<ExecSpace>(space, 0, params.chunks().extent(0)),
-                            detail::GradSquaredNorm<T, ExecSpace>{params.chunks(), grads.refs()}, state.grad_sqnorm);
+    detail::sum_of_squares(space, "delayopt::grad_sqnorm", params.chunks(), grads.refs(), state.grad_sqnorm);
   }
 
   template <class T, class ExecSpace>
