@@ -83,7 +83,7 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
   }
 }
 
-TEST_CASE("method registry: weight prediction exposes predict(), others refuse", "[registry]") {
+TEST_CASE("method registry: predict() for weight prediction, needs_stale() for DC-ASGD", "[registry]") {
   const E space;
   Set params(delayopt::test::small_shapes());
   delayopt::test::fill_random(space, params, 3);
@@ -91,6 +91,8 @@ TEST_CASE("method registry: weight prediction exposes predict(), others refuse",
   auto adam = tools::make_method("adam", {}, space, params);
   CHECK(wp.predicts());
   CHECK_FALSE(adam.predicts());
+  CHECK_FALSE(wp.needs_stale());
+  CHECK(tools::make_method("rot-mom-bi+dcasgd", {}, space, params).needs_stale());
   auto out = Set::zeros_like(params);
   CHECK_NOTHROW(wp.predict(space, params, 3, out));
   CHECK_THROWS_AS(adam.predict(space, params, 3, out), std::logic_error);

@@ -98,6 +98,8 @@ class AnyMethod {
   }
   /// True for weight prediction: take the next gradient at predict(weights, tau).
   bool predicts() const { return impl_->predicts(); }
+  /// True when step() needs `stale` (DC-ASGD): keep the weights each gradient was taken at.
+  bool needs_stale() const { return impl_->needs_stale(); }
   /// out = the weights `from` extrapolated tau steps ahead along the velocity EMA.
   void predict(const Space& space, const Params& from, int tau, Params& out) const {
     impl_->predict(space, from, tau, out);
@@ -110,6 +112,7 @@ class AnyMethod {
     virtual ~Base() = default;
     virtual void step(const Space&, Params&, const Params&, const StepContext&, const Params*) = 0;
     virtual bool predicts() const = 0;
+    virtual bool needs_stale() const = 0;
     virtual void predict(const Space&, const Params&, int, Params&) const = 0;
     virtual std::size_t state_bytes() const = 0;
     virtual std::int64_t skipped_steps() const = 0;
@@ -123,6 +126,7 @@ class AnyMethod {
       opt.update(space, p, g, state, ctx, stale);
     }
     bool predicts() const override { return kPredicts; }
+    bool needs_stale() const override { return Opt::delay_type::needs_stale_params; }
     void predict(const Space& space, const Params& from, int tau, Params& out) const override {
       if constexpr (kPredicts)
         delay::WeightPrediction::predict(space, from, state.delay[0], tau, out);

@@ -6,8 +6,8 @@
 /// The executor needs an optimizer with
 ///   void step(const Space&, ParamSet& params, const ParamSet& grads, const StepContext&, const ParamSet* stale)
 /// and optionally needs_stale_weights() (DC-ASGD: keep the weights each gradient was taken at) and
-/// predicts() / predict() (weight prediction: run the forward on extrapolated weights).
-/// StageMethod wraps the registry's AnyMethod to add the first of these.
+/// predicts() / predict() (weight prediction: run the forward on extrapolated weights): the
+/// registry's AnyMethod, wrapped in StageMethod.
 #pragma once
 
 #include <delayopt/delayopt.hpp>
@@ -72,14 +72,6 @@ inline double default_lr(const std::string& name) {
   return it->lr;
 }
 
-/// True for the methods that correct a gradient with the weights it was taken at (DC-ASGD). The
-/// registry's AnyMethod does not say, and the executor must know before the run to keep a copy of
-/// those weights even without stashing.
-inline bool needs_stale_weights(const std::string& name) {
-  const auto [base, comp] = split_method(name);
-  return base == "dcasgd" || comp == "dcasgd";
-}
-
 struct MethodOptions {
   double lr = 0;                ///< 0: the method's default (method_defaults())
   double horizon = 0;           ///< PipeDream-LR T_c in steps; 0: the run's length
@@ -93,14 +85,13 @@ class StageMethod {
  public:
   using Params = delayopt::ParamSet<T, Space>;
 
-  StageMethod(delayopt::tools::AnyMethod<T, Space> method, bool needs_stale)
-      : method_(std::move(method)), needs_stale_(needs_stale) {}
+  explicit StageMethod(delayopt::tools::AnyMethod<T, Space> method) : method_(std::move(method)) {}
 
   void step(const Space& space, Params& params, const Params& grads, const delayopt::StepContext& ctx,
             const Params* stale) {
     method_.step(space, params, grads, ctx, stale);
   }
-  bool needs_stale_weights() const { return needs_stale_; }
+  bool needs_stale_weights() const { return method_.needs_stale(); }
   bool predicts() const { return method_.predicts(); }
   void predict(const Space& space, const Params& from, int tau, Params& out) const {
     method_.predict(space, from, tau, out);
@@ -108,7 +99,6 @@ class StageMethod {
 
  private:
   delayopt::tools::AnyMethod<T, Space> method_;
-  bool needs_stale_;
 };
 
 /// Builds the stage optimizer called `name` for `params`. Throws std::invalid_argument naming the
@@ -121,8 +111,7 @@ StageMethod<T, Space> make_method(const std::string& name, const MethodOptions& 
   r.anneal_steps =
       std::max<std::int64_t>(1, std::llround(o.horizon > 0 ? o.horizon : static_cast<double>(o.run_steps)));
   r.dcasgd_lambda = o.dcasgd_lambda;
-  return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params),
-                               needs_stale_weights(name));
+  return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params));
 }
 
 }  // namespace pipeline

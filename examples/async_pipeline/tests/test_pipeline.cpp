@@ -534,9 +534,9 @@ TEST_CASE("methods: the registry's names, the pipeline's default rates, PipeDrea
       for (const char* comp : {"pipedream-lr", "nesterov", "dcasgd", "weight-pred"})
         CHECK_NOTHROW(make_method<double, Kokkos::Serial>(base + "+" + comp, {}, space, w0));
   }
-  CHECK(needs_stale_weights("dcasgd"));
-  CHECK(needs_stale_weights("soap+dcasgd"));
-  CHECK_FALSE(needs_stale_weights("weight-pred"));
+  CHECK(make_method<double, Kokkos::Serial>("dcasgd", {}, space, w0).needs_stale_weights());
+  CHECK(make_method<double, Kokkos::Serial>("soap+dcasgd", {}, space, w0).needs_stale_weights());
+  CHECK_FALSE(make_method<double, Kokkos::Serial>("weight-pred", {}, space, w0).needs_stale_weights());
   CHECK(make_method<double, Kokkos::Serial>("rot-mom-uni+weight-pred", {}, space, w0).predicts());
   CHECK_FALSE(make_method<double, Kokkos::Serial>("dcasgd", {}, space, w0).predicts());
   CHECK(make_method<double, Kokkos::Serial>("rot-cov-bi+dcasgd", {}, space, w0).needs_stale_weights());
