@@ -24,8 +24,8 @@
 // backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not registered.
 #include <delayopt/delayopt.hpp>
 
-#include <Kokkos_Random.hpp>
 #include <benchmark/benchmark.h>
+#include <Kokkos_Random.hpp>
 
 #include <Eigen/Dense>
 
@@ -209,10 +209,10 @@ double cublas_gemm_rate(const Kokkos::Cuda& space, std::size_t m_, std::size_t n
   for (const V& v : {A, G, B}) fill_uniform(v, pool, -1, 1);
   auto blas = delayopt::linalg::cuda::Handles::on(space.cuda_stream()).blas;
   const auto pair = [&] {  // column-major C = A G, D = C B
-    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, m, 1.f, A.data(), m, G.data(), m, 0.f,
-                                 C.data(), m);
-    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, n, 1.f, C.data(), m, B.data(), n, 0.f,
-                                 D.data(), m);
+    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, m, 1.f, A.data(), m, G.data(), m, 0.f, C.data(),
+                                 m);
+    delayopt::linalg::cuda::gemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, n, 1.f, C.data(), m, B.data(), n, 0.f, D.data(),
+                                 m);
   };
   pair();  // warm-up: cuBLAS loads its kernels lazily
   space.fence();
@@ -288,8 +288,8 @@ template <class Space>
 void register_soap() {
   if constexpr (has_eigenbasis<Space>) {
     for (auto [m, n] : {std::pair{1024, 1024}, std::pair{4096, 1024}})
-      benchmark::RegisterBenchmark(
-          ("BM_DeviceSOAPStep/fp32/" + std::to_string(m) + "x" + std::to_string(n)).c_str(), BM_DeviceSOAPStep<Space>)
+      benchmark::RegisterBenchmark(("BM_DeviceSOAPStep/fp32/" + std::to_string(m) + "x" + std::to_string(n)).c_str(),
+                                   BM_DeviceSOAPStep<Space>)
           ->Args({m, n})
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);

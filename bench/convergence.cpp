@@ -17,17 +17,17 @@
 
 #include <CLI/CLI.hpp>
 #include <Eigen/Dense>
-#include <unsupported/Eigen/KroneckerProduct>
 #include <nlohmann/json.hpp>
+#include <unsupported/Eigen/KroneckerProduct>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <deque>
-#include <map>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -195,7 +195,6 @@ struct Mlp {
   mutable std::deque<std::pair<Mat, Mat>> batches_;
 
  public:
-
   Mlp(const MlpShape& s, unsigned seed) : shape(s), data_gen_(seed * 7919u + 17u) {
     std::mt19937 gen(seed);
     const int n = s.width;
@@ -501,7 +500,8 @@ int main(int argc, char* argv[]) {
     std::fprintf(stderr, "delayopt_convergence: %s\n", what.c_str());
     return 2;
   };
-  if (is_mlp && !taus.empty()) return usage_error("--problem mlp takes --stages (stage s is delayed by P-1-s), not --tau");
+  if (is_mlp && !taus.empty())
+    return usage_error("--problem mlp takes --stages (stage s is delayed by P-1-s), not --tau");
   if (!is_mlp && !stages.empty()) return usage_error("--stages applies to --problem mlp; use --tau here");
   if (!is_mlp && (refresh_budget > 0 || stashing == "off"))
     return usage_error("--refresh-budget and --stashing apply to --problem mlp");
@@ -540,7 +540,7 @@ int main(int argc, char* argv[]) {
     p["seed"] = seed;
     probes.push_back(p);
   }
-  std::map<int, Mlp> mlps;  // per seed, with its minibatch stream
+  std::map<int, Mlp> mlps;                                   // per seed, with its minibatch stream
   std::map<std::pair<std::string, int>, std::size_t> start;  // (method, seed) -> best lr index so far
   for (const auto& method : methods)
     for (int delay : is_mlp ? stages : taus)
@@ -572,8 +572,8 @@ int main(int argc, char* argv[]) {
           const Stop stop{target, best.iters ? *best.iters - (is_mlp ? shape.eval_every : 1) : max_iters};
           if (stop.limit < 1) return false;
           ++runs;
-          const Outcome r = is_mlp ? run_mlp(mlps.at(seed), method, o, cfg, stop)
-                                   : run_single(*quad, method, o, delay, stop);
+          const Outcome r =
+              is_mlp ? run_mlp(mlps.at(seed), method, o, cfg, stop) : run_single(*quad, method, o, delay, stop);
           const bool better = runs == 1 || (r.iters && (!best.iters || *r.iters < *best.iters)) ||
                               (!r.iters && !best.iters && r.final_loss < best.final_loss);
           if (better) best = r, best_i = i;
@@ -599,7 +599,8 @@ int main(int argc, char* argv[]) {
         start[{method, seed}] = best_i;
         const double best_lr = lrs[best_i];
         if (best.iters && (best_lr == lrs.front() || best_lr == lrs.back()) && lrs.size() > 1)
-          std::fprintf(stderr, "delayopt_convergence: note: %s %s=%d seed %d: best lr %.3g is at the edge of --lr-grid\n",
+          std::fprintf(stderr,
+                       "delayopt_convergence: note: %s %s=%d seed %d: best lr %.3g is at the edge of --lr-grid\n",
                        method.c_str(), delay_key, delay, seed, best_lr);
         nlohmann::json r{{"method", method},
                          {delay_key, delay},

@@ -25,8 +25,8 @@ def load(d, name):
         return json.load(f)
 
 
-def collect(d, prefix):
-    """{(method, delay): [iters or None per seed]} over every file starting with prefix."""
+def collect(d, prefix, field="iters_to_target"):
+    """{(method, delay): [field per seed]} over every file starting with prefix."""
     out, key = {}, None
     for fn in sorted(os.listdir(d)):
         if not (fn.startswith(prefix) and fn.endswith(".json")):
@@ -34,7 +34,7 @@ def collect(d, prefix):
         doc = load(d, fn[:-5])
         for r in doc["records"]:
             key = "stages" if "stages" in r else "tau"
-            out.setdefault((r["method"], r[key]), []).append(r["iters_to_target"])
+            out.setdefault((r["method"], r[key]), []).append(r[field])
     return out
 
 
@@ -93,7 +93,7 @@ def plot(path, med, best, methods, delays, title):
           "set key left top", "set grid", "set ylabel 'slowdown T(P) / T(1)'",
           "plot " + ", ".join("'%s.dat' index %d using 1:2 with linespoints title '%s'" % (base, i, m)
                               for i, m in enumerate(methods)),
-          "set ylabel '%% fewer iterations than the best coordinate-basis method'",
+          "set ylabel '% fewer iterations than the best coordinate-basis method'",
           "plot " + ", ".join("'%s.dat' index %d using 1:3 with linespoints title '%s'" % (base, i, m)
                               for i, m in enumerate(methods)),
           "unset multiplot"]
@@ -121,7 +121,13 @@ def main():
         methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",
                                "rot-cov-bi+pipedream-lr"] if (m, 1) in l32]
         t, _, _ = table(l32, methods, [1, 32], 16000)
-        out += ["### MLP pipeline, 32 layers, P = 32", "", t, ""]
+        final = collect(d, "mlp-l32-", field="final_loss")
+        lines = ["| method | median f/f0 after the last step at P = 32 | per seed |", "|---|---|---|"]
+        for m in methods:
+            v = final.get((m, 32), [])
+            if v:
+                lines.append("| %s | %.3f | %s |" % (m, statistics.median(v), ", ".join("%.3f" % x for x in v)))
+        out += ["### MLP pipeline, 32 layers, P = 32", "", t, "", "\n".join(lines), ""]
     nostash = collect(d, "mlp-nostash-")
     if nostash and main_data:
         lines = ["| method | P = 4 on | P = 4 off | P = 16 on | P = 16 off |", "|---|---|---|---|---|"]

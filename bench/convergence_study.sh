@@ -24,7 +24,7 @@ rot="rot-cov-bi rot-cov-uni rot-mom-bi rot-mom-uni rot-cov-bi+nesterov rot-cov-b
 # name|arguments: one line per job.
 experiments() {
   for m in $coord $rot; do echo "mlp-main-$m|$mlp --stages 1,2,4,8,16 --methods $m"; done
-  for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov rot-cov-bi+pipedream-lr; do
+  for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-l32-$m|$mlp --layers 32 --stages 1,32 --methods $m"
   done
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
@@ -33,6 +33,9 @@ experiments() {
   for k in 1 3 30 100; do echo "mlp-refresh-$k|$mlp --stages 16 --methods rot-cov-bi --refresh-every $k"; done
   for s in proportional uniform inverse; do
     echo "mlp-budget-$s|$mlp --stages 16 --methods rot-cov-bi --refresh-window 160 --refresh-budget 64 --refresh-split $s"
+  done
+  for l in 10 100 1000; do
+    echo "mlp-lambda-$l|$mlp --stages 16 --methods dcasgd,rot-cov-bi+dcasgd --dcasgd-lambda $l"
   done
   local single="--seeds $seeds --max-iters 20000 --methods adam,pipedream-lr,nesterov,dcasgd,rot-cov-bi,full-eigen,rot-cov-bi+nesterov"
   for n in 0 1; do

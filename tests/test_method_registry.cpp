@@ -18,8 +18,7 @@ using Set = ParamSet<double, E>;
 // Five delayed steps through the registry's method and through `opt` written out; both ends.
 template <class Opt>
 std::pair<std::vector<double>, std::vector<double>> registry_vs_direct(const std::string& name,
-                                                                       const tools::MethodOptions& o,
-                                                                       const Opt& opt) {
+                                                                       const tools::MethodOptions& o, const Opt& opt) {
   const E space;
   Set params(delayopt::test::small_shapes());
   delayopt::test::fill_random(space, params, 7);
@@ -46,7 +45,8 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
   }
   SECTION("pipedream-lr is Adam with the stage discount") {
     using Opt = Optimizer<basis::Identity, moment::Adam, delay::StageLRDiscount>;
-    const auto [a, b] = registry_vs_direct("pipedream-lr", o, Opt({.delay = {.anneal_steps = 50}, .schedule = {.lr = 3e-3}}));
+    const auto [a, b] =
+        registry_vs_direct("pipedream-lr", o, Opt({.delay = {.anneal_steps = 50}, .schedule = {.lr = 3e-3}}));
     CHECK(a == b);
     const auto [c, d] = registry_vs_direct("adam", o, Opt({.delay = {.anneal_steps = 50}, .schedule = {.lr = 3e-3}}));
     CHECK(c != d);  // the discount is active at tau = 2

@@ -76,8 +76,8 @@ TEMPLATE_TEST_CASE("CUDA checked and clipped Adam matches the host", "[cuda][ada
   const auto [dev, skipped_dev] = run_steps<T>(Dev(), pd, grads, opt);
   double worst = 0;
   for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
-  std::printf("%s Adam, clipped, one NaN step: max |host - cuda| = %.3e\n", std::is_same_v<T, double> ? "double" : "float",
-              worst);
+  std::printf("%s Adam, clipped, one NaN step: max |host - cuda| = %.3e\n",
+              std::is_same_v<T, double> ? "double" : "float", worst);
   CHECK(worst <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
   CHECK(skipped_host == 1);
   CHECK(skipped_dev == 1);

@@ -73,8 +73,8 @@ void sum_of_squares(const ExecSpace& space, const std::string& label,
                     const Kokkos::View<double, typename ExecSpace::memory_space>& result) {
   const auto n = chunks.extent(0);
   if constexpr (compat::is_host_space_v<ExecSpace>) {
-    Kokkos::parallel_reduce(label, Kokkos::RangePolicy<ExecSpace>(space, 0, n), GradSquaredNorm<T, ExecSpace>{chunks, g},
-                            result);
+    Kokkos::parallel_reduce(label, Kokkos::RangePolicy<ExecSpace>(space, 0, n),
+                            GradSquaredNorm<T, ExecSpace>{chunks, g}, result);
   } else {
     using team_policy = Kokkos::TeamPolicy<ExecSpace>;
     Kokkos::parallel_reduce(
