@@ -155,6 +155,15 @@ def main():
     if rows:
         out += ["### Refresh budget split, rot-cov-bi at P = 16 (64 refreshes per 160 steps)", "",
                 "| split | median iterations | per seed |", "|---|---|---|"] + rows + [""]
+    rows = []
+    for lam in ["0.04", "10", "100", "1000"]:
+        data = main_data if lam == "0.04" else collect(d, "mlp-lambda-%s." % lam)
+        if data and ("dcasgd", 16) in data and ("rot-cov-bi+dcasgd", 16) in data:
+            rows.append("| %s | %s | %s |" % (lam, fmt(median(data[("dcasgd", 16)])),
+                                              fmt(median(data[("rot-cov-bi+dcasgd", 16)]))))
+    if len(rows) > 1:
+        out += ["### DC-ASGD's lambda at P = 16 (median iterations)", "",
+                "| lambda | dcasgd | rot-cov-bi+dcasgd |", "|---|---|---|"] + rows + [""]
     for prob in ["quadratic", "kron"]:
         for n in [0, 1]:
             data = collect(d, "%s-noise%d." % (prob, n))
