@@ -270,8 +270,8 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
   const int L = mlp.shape.layers, P = cfg.stages, n = mlp.shape.width;
   struct Stage {
     int first, count, tau;
-    Set params, grads, predicted;
-    std::vector<Set> ring;  // forward weights of the last tau + 1 steps
+    Set params, grads;
+    std::vector<Set> ring;  // forward weights (stashed, or predicted) of the last tau + 1 steps
     std::optional<Method> method;
   };
   std::vector<Stage> st(P);
@@ -289,7 +289,6 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
     g.params = Set(shapes);
     for (int k = 0; k < g.count; ++k) as_mat(g.params, k) = mlp.init[g.first + k];
     g.grads = Set::zeros_like(g.params);
-    g.predicted = Set::zeros_like(g.params);
     for (int k = 0; k <= g.tau; ++k) g.ring.push_back(g.params.clone(E()));
     auto o = mo;
     if (!cfg.refresh_shares.empty()) {
@@ -321,9 +320,9 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
         x, y, [&](int l) -> const Eigen::Map<Mat>& { return fwd[l]; }, cfg.stashing,
         [&](int l) -> const Eigen::Map<Mat>& { return cfg.stashing ? fwd[l] : cur[l]; },
         [&](int l) -> Eigen::Map<Mat>& { return grad[l]; });
+    const double ramp = cfg.warmup > 0 ? std::min(1.0, double(it) / cfg.warmup) : 1.0;
     for (auto& g : st) {
       // DC-ASGD compares with the weights the forward used (its stash).
-      const double ramp = cfg.warmup > 0 ? std::min(1.0, double(it) / cfg.warmup) : 1.0;
       g.method->step(E(), g.params, g.grads, {.step = it - 1, .tau = g.tau, .lr_scale = ramp},
                      &g.ring[it % (g.tau + 1)]);
       if (g.method->predicts())  // PipeMare: the next forward runs on weights predicted tau ahead
