@@ -116,11 +116,13 @@ def main():
                                           "rot-cov-uni", "rot-mom-bi", "rot-cov-bi+nesterov",
                                           "rot-cov-bi+pipedream-lr")],
              [1, 2, 4, 8, 16], "16-layer residual MLP, stashing on, median of 3 seeds")
-    b8 = collect(d, "mlp-b8-")
-    if b8:
-        methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-bi+nesterov", "rot-cov-bi+weight-pred"] if (m, 1) in b8]
-        t, _, _ = table(b8, methods, [1, 16], 16000)
-        out += ["### MLP pipeline, batch 8 (noisier gradients)", "", t, ""]
+    for batch in [8, 16]:
+        data = collect(d, "mlp-b%d-" % batch)
+        if data:
+            methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-bi+nesterov", "rot-cov-bi+weight-pred"]
+                       if (m, 1) in data and (m, 16) in data]
+            t, _, _ = table(data, methods, [1, 16], 16000)
+            out += ["### MLP pipeline, batch %d (noisier gradients)" % batch, "", t, ""]
     l32 = collect(d, "mlp-l32-")
     if l32:
         methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",

@@ -24,9 +24,11 @@ rot="rot-cov-bi rot-cov-uni rot-mom-bi rot-mom-uni rot-cov-bi+nesterov rot-cov-b
 # name|arguments: one line per job.
 experiments() {
   for m in $coord $rot; do echo "mlp-main-$m|$mlp --stages 1,2,4,8,16 --methods $m"; done
-  # Noisier gradients (batch 8): closer to the noise-limited regime of the paper's LLM runs.
-  for m in $coord rot-cov-bi rot-cov-bi+nesterov rot-cov-bi+weight-pred; do
-    echo "mlp-b8-$m|$mlp --batch 8 --stages 1,16 --methods $m"
+  # Noisier gradients (batch 8 and 16): closer to the noise-limited regime of the paper's LLM runs.
+  for b in 8 16; do
+    for m in $coord rot-cov-bi rot-cov-bi+nesterov rot-cov-bi+weight-pred; do
+      echo "mlp-b$b-$m|$mlp --batch $b --stages 1,16 --methods $m"
+    done
   done
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-l32-$m|$mlp --layers 32 --stages 1,32 --methods $m"
