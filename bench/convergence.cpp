@@ -73,6 +73,23 @@ struct Stop {
   int limit;
 };
 
+/// Records the relative loss of step `it`; true when the run should stop (target reached, or the
+/// loss non-finite or above `diverged`).
+bool record(Outcome& out, double rel, int it, const Stop& stop, double diverged) {
+  out.final_loss = rel;
+  if (rel <= stop.target) {
+    out.iters = it;
+    return true;
+  }
+  return !std::isfinite(rel) || rel > diverged;
+}
+
+/// Wall time per step of a run that ended after step `it` (at most stop.limit steps ran).
+void set_sec_per_step(Outcome& out, std::chrono::steady_clock::time_point t0, int it, const Stop& stop) {
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.sec_per_step = sec / std::max(1, std::min(it, stop.limit));
+}
+
 // ---- single-block problems --------------------------------------------------------------------
 
 /// f(W) = 1/2 tr((W - W*)^T A (W - W*) B) (Hessian B (x) A, rotated and ill-conditioned), with
@@ -142,18 +159,11 @@ Outcome run_single(Quadratic prob, const std::string& name, const delayopt::tool
     }
     as_mat(grads, 0) = prob.gradient(as_mat(*at, 0));
     m.step(E(), params, grads, {.tau = tau}, &stale);
+    ring[it % (tau + 1)].assign(E(), params);  // same space instance: ordered after the step
     E().fence();
-    ring[it % (tau + 1)].assign(E(), params);
-    E().fence();
-    out.final_loss = prob.loss(as_mat(params, 0)) / f0;
-    if (out.final_loss <= stop.target) {
-      out.iters = it;
-      break;
-    }
-    if (!std::isfinite(out.final_loss) || out.final_loss > 1e6) break;
+    if (record(out, prob.loss(as_mat(params, 0)) / f0, it, stop, 1e6)) break;
   }
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  out.sec_per_step = sec / std::max(1, std::min(it, stop.limit));
+  set_sec_per_step(out, t0, it, stop);
   return out;
 }
 
@@ -283,7 +293,9 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
     g.tau = P - 1 - s;
     std::vector<delayopt::BlockShape> shapes;
     for (int k = 0; k < g.count; ++k) {
-      shapes.push_back({"W" + std::to_string(g.first + k), 2, std::size_t(n), std::size_t(n)});
+      std::string name = "W";  // appended, not "W" + ...: GCC 12 warns falsely (-Wrestrict) on the latter
+      name += std::to_string(g.first + k);
+      shapes.push_back({std::move(name), 2, std::size_t(n), std::size_t(n)});
       where[g.first + k] = {s, k};
     }
     g.params = Set(shapes);
@@ -331,17 +343,11 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
         g.ring[it % (g.tau + 1)].assign(E(), g.params);
     }
     E().fence();
-    if (it % mlp.shape.eval_every == 0 || it == stop.limit) {
-      out.final_loss = mlp.held_loss(layer_now) / f0;
-      if (out.final_loss <= stop.target) {
-        out.iters = it;
-        break;
-      }
-      if (!std::isfinite(out.final_loss) || out.final_loss > 1e3) break;
-    }
+    if ((it % mlp.shape.eval_every == 0 || it == stop.limit) &&
+        record(out, mlp.held_loss(layer_now) / f0, it, stop, 1e3))
+      break;
   }
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  out.sec_per_step = sec / std::max(1, std::min(it, stop.limit));
+  set_sec_per_step(out, t0, it, stop);
   return out;
 }
 
