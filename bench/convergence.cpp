@@ -477,8 +477,11 @@ int main(int argc, char* argv[]) {
       ->check(CLI::IsMember({"full", "outward"}))
       ->capture_default_str();
   app.add_option("--refresh-every", mo.refresh_every, "rotated bases: steps between refreshes")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--basis-beta", mo.basis_beta,
+                 "rotated bases: EMA factor of the Kronecker factors L, R (< 0: the moment's beta2)")
+      ->capture_default_str();
   app.add_option("--refresh-budget", refresh_budget,
                  "mlp: refreshes per --refresh-window shared by all stages (replaces --refresh-every)")
       ->check(CLI::PositiveNumber);
@@ -634,6 +637,7 @@ int main(int argc, char* argv[]) {
       else
         doc["refresh_every"] = mo.refresh_every;
     }
+    if (mo.basis_beta >= 0) doc["basis_beta"] = mo.basis_beta;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

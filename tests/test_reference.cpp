@@ -68,3 +68,58 @@ TEMPLATE_LIST_TEST_CASE("Adam and AdamW reproduce torch 1.13 for all 50 steps", 
     }
   }
 }
+
+// torch's NAdam with its momentum-decay schedule (tests/data/make_nadam_reference.py). quad__nadam
+// runs 150 steps, past the point where moment::NAdam stops multiplying mu_i (product < 1e-30).
+TEMPLATE_LIST_TEST_CASE("NAdam reproduces torch's NAdam (momentum decay, L2)", "[reference][nadam]",
+                        delayopt::test::all_cases) {
+  using T = typename TestType::value;
+  typename TestType::space space;
+  for (const auto* file : {"quad__nadam.json", "quad__nadam_l2.json"}) {
+    CAPTURE(file);
+    const Run run = load_run(data(file));
+    const Problem problem = load_problem(data("problems.json"), run.problem);
+    Named m, v;
+    const Deviation dev = replay_nadam<T>(space, problem, run, &m, &v);
+    const double tol = std::is_same_v<T, double> ? 1e-12 : float_tolerance(run);
+    for (const auto& [name, d] : dev.max_abs) {
+      CAPTURE(name, d, tol);
+      CHECK(d <= tol);
+    }
+    if constexpr (std::is_same_v<T, double>) {
+      const auto& fs = run.json.at("final_state");
+      for (const auto& name : run.param_names) {
+        const auto mref = fs.at(name).at("exp_avg").get<Vec>();
+        const auto vref = fs.at(name).at("exp_avg_sq").get<Vec>();
+        for (std::size_t i = 0; i < mref.size(); ++i) {
+          REQUIRE(std::abs(m.at(name)[i] - mref[i]) <= 1e-12);
+          REQUIRE(std::abs(v.at(name)[i] - vref[i]) <= 1e-12);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("NAdam's mu product: torch's running product, and the early stop changes nothing", "[nadam]") {
+  using NAdam = moment::NAdam;
+  NAdam::Hyper h;  // beta1 0.99, torch schedule, psi 0.004
+  double running = 1.0;
+  for (std::int64_t t = 1; t <= 400; ++t) {
+    running *= h.beta1 * (1.0 - 0.5 * std::pow(0.96, static_cast<double>(t) * h.momentum_decay));
+    const double p = NAdam::mu_product(h, t);
+    if (running >= 1e-29)
+      REQUIRE(std::abs(p - running) <= 1e-12 * running);  // q^i by repeated products: ~i ulp each
+    else
+      REQUIRE((p < 1e-29 && 1.0 - p == 1.0));  // stopped near 1e-30: what the update uses is exact
+  }
+  const auto late = NAdam::coeffs<double>(h, 1e-3, 100000);
+  const double mu_t = NAdam::mu(h, 100000.0), mu_next = NAdam::mu(h, 100001.0);
+  CHECK(late.c_g == 1.0 - mu_t);
+  CHECK(late.c_m == mu_next);
+  CHECK(mu_next > 0.98 * h.beta1);  // the look-ahead weight has ramped up to ~beta1
+  h.schedule = NAdam::Schedule::constant;
+  const auto c = NAdam::coeffs<double>(h, 1e-3, 7);
+  CHECK(c.c_g == Approx((1 - 0.99) / (1 - std::pow(0.99, 7))).epsilon(1e-13));
+  CHECK(c.c_m == Approx(0.99 / (1 - std::pow(0.99, 8))).epsilon(1e-13));
+  CHECK_THROWS_WITH(delayopt::NAdam({.moment = {.momentum_decay = -1}}), Catch::Contains("momentum_decay = -1"));
+}

@@ -36,6 +36,9 @@ struct MethodOptions {
   int refresh_every = 10;
   std::int64_t refresh_window = 0;
   std::int64_t refreshes_per_window = 0;
+  /// Rotated bases: EMA factor of the Kronecker factors L, R; < 0 takes the moment's beta2 (the
+  /// paper's and SOAP's default).
+  double basis_beta = -1.0;
   /// Rotate vectors (biases, single-block quadratics) with their full covariance instead of leaving
   /// them in the coordinate basis.
   bool rotate_vectors = false;
@@ -53,7 +56,7 @@ inline const std::vector<MethodInfo>& method_table() {
   static const std::vector<MethodInfo> table{
       {"adam", "Adam in the coordinate basis (PipeDream: no delay compensation)"},
       {"pipedream-lr", "Adam with the stage discount lr / tau^(1 - min(t/T_c, 1)) (PipeDream-LR / PipeMare)"},
-      {"nesterov", "NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)"},
+      {"nesterov", "torch NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)"},
       {"dcasgd", "Adam on the DC-ASGD-corrected gradient g + lambda g*g*(w_now - w_stale) (Zheng et al. 2017)"},
       {"weight-pred", "Adam; the gradient is taken at weights predicted tau steps ahead (PipeMare)"},
       {"rot-cov-bi", "Adam in the eigenbasis of L = EMA(G G^T) and R = EMA(G^T G) (paper ordering)"},
@@ -197,9 +200,11 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
     return detail::with_compensation<basis::Identity>(base, id, o, space, params);
   if (base == "full-eigen")
     return detail::with_compensation<basis::FullEigen>(
-        comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every}, o, space, params);
+        comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every, .beta = o.basis_beta}, o, space,
+        params);
   basis::KroneckerEigen::Hyper h{.ordering = basis::Ordering::paper,
                                  .refresh_every = o.refresh_every,
+                                 .beta = o.basis_beta,
                                  .rank1 = o.rotate_vectors ? basis::Rank1::full : basis::Rank1::identity,
                                  .refresh_window = o.refresh_window,
                                  .refreshes_per_window = o.refreshes_per_window};

@@ -58,6 +58,27 @@ inline Adam::Config adam_config(const Run& run) {
 }
 
 inline bool is_adam_run(const Run& run) { return run.impl.rfind("torch.optim.Adam", 0) == 0; }
+inline bool is_nadam_run(const Run& run) { return run.impl.rfind("torch.optim.NAdam", 0) == 0; }
+
+/// torch.optim.NAdam hyperparameters of a run file (coupled L2 weight decay, the momentum-decay
+/// schedule) as a delayopt::NAdam configuration.
+inline NAdam::Config nadam_config(const Run& run) {
+  const auto& h = run.hyperparams;
+  if (!is_nadam_run(run))
+    throw invalid_input("run '" + run.name + "': optimizer '" + run.impl + "' is not torch NAdam");
+  if (h.value("decoupled_weight_decay", false))
+    throw invalid_input("run '" + run.name + "': decoupled_weight_decay is not supported");
+  NAdam::Config c;
+  c.schedule.lr = h.at("lr");
+  c.moment.beta1 = h.at("betas").at(0);
+  c.moment.beta2 = h.at("betas").at(1);
+  c.moment.eps = h.at("eps");
+  c.moment.weight_decay = h.value("weight_decay", 0.0);
+  c.moment.weight_decay_mode = moment::NAdam::WeightDecay::l2;
+  c.moment.schedule = moment::NAdam::Schedule::torch;
+  c.moment.momentum_decay = h.value("momentum_decay", 4e-3);
+  return c;
+}
 inline bool is_soap_run(const Run& run) { return run.json.at("optimizer").contains("soap"); }
 
 /// SOAP constructor arguments of a run file as a delayopt::SOAP configuration.
@@ -195,13 +216,12 @@ Deviation replay_soap(const ExecSpace& space, const Problem& problem, const Run&
   return dev;
 }
 
-/// Runs an Adam/AdamW file from its initial parameters for all its steps (free running: each
-/// gradient is taken at delayopt's own parameters) in precision T on ExecSpace. Optionally returns
-/// the final first and second moments by parameter name.
-template <class T, class ExecSpace>
-Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr,
-                      Named* final_v = nullptr) {
-  const Adam opt(adam_config(run));
+/// Runs a coordinate-basis optimizer from a run file's initial parameters for all its steps (free
+/// running: each gradient is taken at delayopt's own parameters) in precision T on ExecSpace.
+/// Optionally returns the final first and second moments by parameter name.
+template <class T, class Opt, class ExecSpace>
+Deviation replay_free(const Opt& opt, const ExecSpace& space, const Problem& problem, const Run& run,
+                      Named* final_m = nullptr, Named* final_v = nullptr) {
   auto params = make_params<T>(space, run, run.initial);
   auto grads = ParamSet<T, ExecSpace>::zeros_like(params, "replay::grads");
   auto state = opt.init(space, params);
@@ -216,6 +236,20 @@ Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run&
     if (final_v) (*final_v)[run.param_names[b]] = to_host(state.moments[1], b);
   }
   return dev;
+}
+
+/// An Adam/AdamW run file (torch.optim.Adam / AdamW), see replay_free.
+template <class T, class ExecSpace>
+Deviation replay_adam(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr,
+                      Named* final_v = nullptr) {
+  return replay_free<T>(Adam(adam_config(run)), space, problem, run, final_m, final_v);
+}
+
+/// A torch.optim.NAdam run file, see replay_free.
+template <class T, class ExecSpace>
+Deviation replay_nadam(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr,
+                       Named* final_v = nullptr) {
+  return replay_free<T>(NAdam(nadam_config(run)), space, problem, run, final_m, final_v);
 }
 
 }  // namespace delayopt::reference

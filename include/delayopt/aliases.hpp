@@ -22,7 +22,8 @@ template <class Schedule = schedule::Constant>
 using SOAPWith = Optimizer<basis::KroneckerEigen, moment::Adam, delay::None, Schedule>;
 using SOAP = SOAPWith<>;
 
-/// NAdam with beta1 = 0.99: the asynchronous-pipeline Nesterov baseline (Ajanthan et al. 2025).
+/// NAdam (torch form) with beta1 = 0.99: the asynchronous-pipeline Nesterov baseline (Ajanthan et al.
+/// 2025).
 using NAdam = Optimizer<basis::Identity, moment::NAdam, delay::None>;
 
 /// NAdam run inside the Kronecker eigenbasis.

@@ -1,13 +1,14 @@
 /// \file delayopt/moment/nadam.hpp
-/// \brief NAdam: Adam with a Nesterov look-ahead on the first moment (Dozat 2016), in optax's form
-/// (`optax.nadam`, i.e. scale_by_adam(nesterov=True)): no momentum-decay schedule.
+/// \brief NAdam: Adam with a Nesterov look-ahead on the first moment (Dozat 2016), in torch's form
+/// (`torch.optim.NAdam`, with its momentum-decay schedule) or optax's (`optax.nadam`, constant mu).
 ///
 ///   m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2
-///   m^ = beta1 m / (1 - beta1^(t+1)) + (1 - beta1) g / (1 - beta1^t),   v^ = v / (1 - beta2^t)
-///   p <- p - lr m^ / (sqrt(v^) + eps)
-/// With beta1 around 0.99 this is the asynchronous-pipeline Nesterov method of Ajanthan et al.
-/// (ICML 2025), whose code runs torch's NAdam: torch additionally ramps the look-ahead weight with
-/// momentum_decay (mu_t = beta1 (1 - 0.5 * 0.96^(0.004 t))), which this form leaves out.
+///   m^ = mu_{t+1} m / (1 - prod_{i<=t+1} mu_i) + (1 - mu_t) g / (1 - prod_{i<=t} mu_i)
+///   p <- p - lr m^ / (sqrt(v / (1 - beta2^t)) + eps)
+/// Schedule::torch: mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), psi = momentum_decay (torch's default
+/// 0.004), so the look-ahead weight starts near beta1 / 2 and approaches beta1 over ~1/psi steps.
+/// Schedule::constant: mu_t = beta1 (optax). With beta1 = 0.99 and the torch schedule this is the
+/// asynchronous-pipeline Nesterov method as Ajanthan et al. (ICML 2025) run it (torch NAdam).
 /// Weight decay: the modes of moment::Adam.
 #pragma once
 
@@ -25,6 +26,7 @@ struct NAdam {
   static constexpr int slots = 2;
   static constexpr SlotKind slot_kinds[slots] = {SlotKind::linear, SlotKind::second_moment};
   using WeightDecay = Adam::WeightDecay;
+  enum class Schedule { torch, constant };
 
   struct Hyper {
     double beta1 = 0.99;
@@ -32,14 +34,37 @@ struct NAdam {
     double eps = 1e-8;
     double weight_decay = 0.0;
     WeightDecay weight_decay_mode = WeightDecay::decoupled;
+    Schedule schedule = Schedule::torch;
+    double momentum_decay = 0.004;  ///< psi of Schedule::torch
 
     void validate() const {
       hyper::require_unit_interval(name, "beta1", beta1);
       hyper::require_unit_interval(name, "beta2", beta2);
       hyper::require_positive(name, "eps", eps);
       hyper::require_nonnegative(name, "weight_decay", weight_decay);
+      hyper::require_nonnegative(name, "momentum_decay", momentum_decay);
     }
   };
+
+  /// The look-ahead weight mu_t of step t (counted from 1).
+  KOKKOS_INLINE_FUNCTION static double mu(const Hyper& h, double t) {
+    return h.schedule == Schedule::constant ? h.beta1 : h.beta1 * (1.0 - 0.5 * compat::pow(0.96, t * h.momentum_decay));
+  }
+
+  /// prod_{i=1..t} mu_i. torch keeps it as state; here it is recomputed from t, because the step
+  /// counter lives on the device (skipped steps do not advance it). The loop stops once the
+  /// product is below 1e-30, where 1 - product (all the update uses) is exactly 1 in double: with
+  /// the default psi that is ~100 factors (mu_i < beta1 * 0.6 for i < 3000) however long the run.
+  KOKKOS_INLINE_FUNCTION static double mu_product(const Hyper& h, std::int64_t t) {
+    if (h.schedule == Schedule::constant) return compat::pow(h.beta1, static_cast<double>(t));
+    const double q = compat::pow(0.96, h.momentum_decay);
+    double p = 1.0, qi = 1.0;
+    for (std::int64_t i = 1; i <= t && p >= 1e-30; ++i) {
+      qi *= q;  // 0.96^(psi i), within ~i ulp of torch's pow
+      p *= h.beta1 * (1.0 - 0.5 * qi);
+    }
+    return p;
+  }
 
   template <class T>
   struct Coeffs {
@@ -52,13 +77,15 @@ struct NAdam {
   template <class T>
   KOKKOS_INLINE_FUNCTION static Coeffs<T> coeffs(const Hyper& h, double lr, std::int64_t t) {
     const double td = static_cast<double>(t);
+    const double mu_t = mu(h, td), mu_next = mu(h, td + 1.0);
+    const double prod = mu_product(h, t);
     const bool decoupled = h.weight_decay_mode != WeightDecay::l2;
     return Coeffs<T>{static_cast<T>(h.beta1),
                      static_cast<T>(1.0 - h.beta1),
                      static_cast<T>(h.beta2),
                      static_cast<T>(1.0 - h.beta2),
-                     static_cast<T>(h.beta1 / (1.0 - compat::pow(h.beta1, td + 1.0))),
-                     static_cast<T>((1.0 - h.beta1) / (1.0 - compat::pow(h.beta1, td))),
+                     static_cast<T>(mu_next / (1.0 - prod * mu_next)),
+                     static_cast<T>((1.0 - mu_t) / (1.0 - prod)),
                      static_cast<T>(-lr),
                      static_cast<T>(compat::sqrt(1.0 - compat::pow(h.beta2, td))),
                      static_cast<T>(h.eps),
