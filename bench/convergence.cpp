@@ -93,14 +93,17 @@ void set_sec_per_step(Outcome& out, std::chrono::steady_clock::time_point t0, in
 // ---- single-block problems --------------------------------------------------------------------
 
 /// f(W) = 1/2 tr((W - W*)^T A (W - W*) B) (Hessian B (x) A, rotated and ill-conditioned), with
-/// gradient noise A^{1/2} Z B^{1/2} * noise. `quadratic` is the cols = 1 case (B = 1).
+/// gradient noise A^{1/2} Z B^{1/2} * noise (shaped like the Hessian, as minibatch noise of a
+/// least-squares loss is) or Z * noise (isotropic). `quadratic` is the cols = 1 case (B = 1).
 struct Quadratic {
   int rows, cols;
   double noise;
+  bool isotropic = false;
   Mat A, B, A_half, B_half, W_star, W0, U, V;
   std::mt19937 gen;
 
-  Quadratic(int r, int c, double kappa, double noise_, unsigned seed) : rows(r), cols(c), noise(noise_), gen(seed) {
+  Quadratic(int r, int c, double kappa, double noise_, unsigned seed, bool isotropic_ = false)
+      : rows(r), cols(c), noise(noise_), isotropic(isotropic_), gen(seed) {
     U = random_orthogonal(r, gen);
     V = random_orthogonal(c, gen);
     const Vec a = log_spectrum(r, kappa), b = log_spectrum(c, c > 1 ? std::sqrt(kappa) : 1.0);
@@ -123,7 +126,10 @@ struct Quadratic {
       std::normal_distribution<double> normal;
       Mat Z(rows, cols);
       for (int i = 0; i < Z.size(); ++i) Z.data()[i] = normal(gen);
-      G += noise * A_half * Z * B_half;
+      if (isotropic)
+        G += noise * Z;
+      else
+        G += noise * A_half * Z * B_half;
     }
     return G;
   }
@@ -273,6 +279,8 @@ struct MlpRun {
   /// Per stage: how the stage's rotated basis refreshes (empty: every mo.refresh_every steps).
   std::vector<std::int64_t> refresh_shares;
   std::int64_t refresh_window = 0;
+  /// > 0: NAdam's beta1 per stage, base + tau_s (0.99 - base) / P (AsyncPP's adaptive momentum).
+  double stage_momentum = 0;
 };
 
 Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::MethodOptions mo, const MlpRun& cfg,
@@ -307,6 +315,7 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
       o.refresh_window = cfg.refresh_window;
       o.refreshes_per_window = cfg.refresh_shares[s];
     }
+    if (cfg.stage_momentum > 0) o.nadam_beta1 = cfg.stage_momentum + g.tau * (0.99 - cfg.stage_momentum) / P;
     g.method.emplace(delayopt::tools::make_method(name, o, E(), g.params));
   }
   // Eigen maps of one step's weights for every layer: forward (stashed or predicted), current.
@@ -415,7 +424,7 @@ void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
 
 int main(int argc, char* argv[]) {
   CLI::App app{"delayopt convergence study: iterations to a target relative loss under gradient delay"};
-  std::string problem = "quadratic", json_file, stashing = "on", refresh_split;
+  std::string problem = "quadratic", json_file, stashing = "on", refresh_split, noise_shape = "hessian";
   int dim = 64, rows = 16, cols = 8, max_iters = 20000;
   double kappa = 100, noise = 0, target = -1;
   MlpShape shape;
@@ -426,6 +435,7 @@ int main(int argc, char* argv[]) {
   std::int64_t refresh_budget = 0, refresh_window = 100, anneal_steps = 0;
   bool probe = false;
   int warmup = 0;
+  double stage_momentum = 0;
   std::string lr_search = "outward";
   for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));  // quarter decades
   app.add_option("--problem", problem, "quadratic, kron-lstsq or mlp")
@@ -440,6 +450,10 @@ int main(int argc, char* argv[]) {
   app.add_option("--noise", noise, "quadratic/kron-lstsq: gradient noise scale")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--noise-shape", noise_shape,
+                 "quadratic/kron-lstsq: hessian (A^1/2 Z B^1/2, like minibatch noise) or isotropic (Z)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"hessian", "isotropic"}));
   app.add_option("--layers", shape.layers, "mlp: residual layers")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--width", shape.width, "mlp: width")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--batch", shape.batch, "mlp: minibatch size")->capture_default_str()->check(CLI::PositiveNumber);
@@ -490,6 +504,10 @@ int main(int argc, char* argv[]) {
       ->check(CLI::PositiveNumber);
   app.add_option("--refresh-split", refresh_split, "mlp: how the budget is split across stages")
       ->check(CLI::IsMember({"proportional", "uniform", "inverse"}));
+  app.add_option("--stage-momentum", stage_momentum,
+                 "mlp, NAdam methods: per-stage beta1 = BASE + tau_s (0.99 - BASE) / P (AsyncPP's adaptive "
+                 "momentum; 0: beta1 0.99 everywhere)")
+      ->check(CLI::Range(0.0, 0.99));
   app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -511,8 +529,10 @@ int main(int argc, char* argv[]) {
   if (is_mlp && !taus.empty())
     return usage_error("--problem mlp takes --stages (stage s is delayed by P-1-s), not --tau");
   if (!is_mlp && !stages.empty()) return usage_error("--stages applies to --problem mlp; use --tau here");
-  if (!is_mlp && (refresh_budget > 0 || stashing == "off"))
-    return usage_error("--refresh-budget and --stashing apply to --problem mlp");
+  if (is_mlp && (noise > 0 || noise_shape != "hessian"))
+    return usage_error("--noise and --noise-shape apply to --problem quadratic and kron-lstsq");
+  if (!is_mlp && (refresh_budget > 0 || stashing == "off" || stage_momentum > 0 || warmup > 0))
+    return usage_error("--refresh-budget, --stashing, --stage-momentum and --warmup apply to --problem mlp");
   if (refresh_budget > 0 && refresh_split.empty()) refresh_split = "proportional";
   if (!refresh_split.empty() && refresh_budget == 0) return usage_error("--refresh-split needs --refresh-budget");
   for (int P : stages)
@@ -554,7 +574,7 @@ int main(int argc, char* argv[]) {
     for (int delay : is_mlp ? stages : taus)
       for (int seed : seeds) {
         std::optional<Quadratic> quad;
-        MlpRun cfg{delay, stashing == "on", warmup, {}, refresh_window};
+        MlpRun cfg{delay, stashing == "on", warmup, {}, refresh_window, stage_momentum};
         if (is_mlp) {
           if (!mlps.count(seed)) mlps.emplace(seed, Mlp(shape, seed));
           if (refresh_budget > 0)
@@ -564,8 +584,9 @@ int main(int argc, char* argv[]) {
                 : refresh_split == "proportional" ? delayopt::schedule::RefreshSplit::proportional
                                                   : delayopt::schedule::RefreshSplit::inverse);
         } else {
-          quad.emplace(problem == "quadratic" ? Quadratic(dim, 1, kappa, noise, seed)
-                                              : Quadratic(rows, cols, kappa, noise, seed));
+          const bool iso = noise_shape == "isotropic";
+          quad.emplace(problem == "quadratic" ? Quadratic(dim, 1, kappa, noise, seed, iso)
+                                              : Quadratic(rows, cols, kappa, noise, seed, iso));
         }
         Outcome best;
         std::size_t best_i = start.count({method, seed}) ? start[{method, seed}] : lrs.size() / 2;
@@ -636,8 +657,13 @@ int main(int argc, char* argv[]) {
         doc["refresh_budget"] = {{"total", refresh_budget}, {"window", refresh_window}, {"split", refresh_split}};
       else
         doc["refresh_every"] = mo.refresh_every;
+    } else {
+      doc["noise"] = noise;
+      doc["noise_shape"] = noise_shape;
+      doc["kappa"] = kappa;
     }
     if (mo.basis_beta >= 0) doc["basis_beta"] = mo.basis_beta;
+    if (stage_momentum > 0) doc["stage_momentum"] = stage_momentum;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

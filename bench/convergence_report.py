@@ -68,7 +68,7 @@ def table(data, methods, delays, cap, delay_name="P"):
             continue
         row = [fmt(med[(m, p)], cap) for p in delays]
         t0, t1 = med[(m, delays[0])], med[(m, delays[-1])]
-        slow = "%.1f×" % (t1 / t0) if t1 != INF else ">%.1f×" % (cap / t0)
+        slow = "—" if t0 == INF else "%.1f×" % (t1 / t0) if t1 != INF else ">%.1f×" % (cap / t0)
         lines.append("| %s | %s | %s | %s |" % (m, " | ".join(row), slow,
                                                 "—" if m in COORD else pct(t1, best[delays[-1]])))
     lines.append("| *best coordinate* | " + " | ".join(fmt(best[p], cap) for p in delays) + " | | |")
@@ -91,11 +91,15 @@ def plot(path, med, best, methods, delays, title):
     gp = ["set terminal pngcairo size 1200,460 font 'sans,10'", "set output '%s'" % path,
           "set multiplot layout 1,2 title '%s'" % title, "set logscale x 2", "set xlabel 'pipeline stages P'",
           "set key left top", "set grid", "set ylabel 'slowdown T(P) / T(1)'",
-          "plot " + ", ".join("'%s.dat' index %d using 1:2 with linespoints title '%s'" % (base, i, m)
+          "plot " + ", ".join("'%s.dat' index %d using 1:2 with linespoints lt %d title '%s'" % (base, i, i + 1, m)
                               for i, m in enumerate(methods)),
-          "set ylabel '% fewer iterations than the best coordinate-basis method'",
-          "plot " + ", ".join("'%s.dat' index %d using 1:3 with linespoints title '%s'" % (base, i, m)
-                              for i, m in enumerate(methods)),
+          # Rotated methods only: the coordinate methods other than the best fall far below 0 and
+          # would squash the scale.
+          "set ylabel '% fewer iterations than the best coordinate-basis method'", "set key left bottom",
+          "set yrange [-100:100]",
+          "plot 0 with lines lc 'gray' dt 2 title 'best coordinate method', " +
+          ", ".join("'%s.dat' index %d using 1:3 with linespoints lt %d title '%s'" % (base, i, i + 1, m)
+                    for i, m in enumerate(methods) if m not in COORD),
           "unset multiplot"]
     subprocess.run(["gnuplot"], input="\n".join(gp), text=True, check=True)
     os.remove(base + ".dat")
@@ -171,14 +175,28 @@ def main():
     if len(rows) > 1:
         out += ["### DC-ASGD's lambda at P = 16 (median iterations)", "",
                 "| lambda | dcasgd | rot-cov-bi+dcasgd |", "|---|---|---|"] + rows + [""]
+    rows = []
+    for m in ["nesterov", "rot-cov-bi+nesterov"]:
+        data = collect(d, "mlp-stagemom-%s." % m)
+        if data and (m, 16) in data and main_data and (m, 16) in main_data:
+            v = data[(m, 16)]
+            rows.append("| %s | %s | %s | %s |" % (m, fmt(median(main_data[(m, 16)])), fmt(median(v)),
+                                                   ", ".join(fmt(x if x else INF) for x in v)))
+    if rows:
+        out += ["### Per-stage momentum (beta1 = 0.9 + tau_s (0.99 - 0.9) / P) at P = 16", "",
+                "| method | beta1 0.99 everywhere | per-stage beta1 | per seed |", "|---|---|---|---|"] + rows + [""]
     for prob in ["quadratic", "kron"]:
-        for n in [0, 1]:
-            data = collect(d, "%s-noise%d." % (prob, n))
+        for name in ["%s-noise0" % prob, "%s-noise1" % prob, "%s-iso" % prob]:
+            data = collect(d, name + ".")
             if not data:
                 continue
+            doc = load(d, name)
             methods = sorted({m for (m, _) in data}, key=lambda m: (m not in COORD, m))
             t, _, _ = table(data, methods, [0, 4, 16, 32], 20000, "τ")
-            out += ["### %s, noise %d (median of 3 seeds, target 1e-2)" % (prob, n), "", t, ""]
+            shape = "isotropic noise" if doc.get("noise_shape") == "isotropic" else "Hessian-shaped noise"
+            noise = doc.get("noise", 1 if name.endswith("noise1") else 0)
+            label = "no noise" if noise == 0 else "%s %g" % (shape, noise)
+            out += ["### %s, %s (median of 3 seeds, target 1e-2)" % (prob, label), "", t, ""]
     for name in ["probe-kron", "probe-mlp"]:
         doc = load(d, name)
         if doc and "probe" in doc:

@@ -42,6 +42,8 @@ struct MethodOptions {
   /// Rotate vectors (biases, single-block quadratics) with their full covariance instead of leaving
   /// them in the coordinate basis.
   bool rotate_vectors = false;
+  /// NAdam methods (nesterov, <rotated>+nesterov): beta1; < 0 keeps the default 0.99.
+  double nadam_beta1 = -1.0;
   /// DC-ASGD's lambda.
   double dcasgd_lambda = 0.04;
 };
@@ -155,6 +157,8 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   c.schedule.lr = o.lr;
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
+  if constexpr (std::is_same_v<Moment, moment::NAdam>)
+    if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
     if constexpr (!Basis::is_identity) c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
