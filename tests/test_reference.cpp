@@ -39,34 +39,40 @@ TEST_CASE("reference problems: closed-form gradients match the stored ones", "[r
   }
 }
 
+// Replays one torch run file free-running (replay_adam or replay_nadam) in precision T and checks
+// every step's parameters and, in double, the final moments.
+template <class T, class Space, class Replay>
+void check_free_run(const Space& space, const char* file, Replay replay) {
+  CAPTURE(file);
+  const Run run = load_run(data(file));
+  const Problem problem = load_problem(data("problems.json"), run.problem);
+  Named m, v;
+  const Deviation dev = replay(space, problem, run, &m, &v);
+  const double tol = std::is_same_v<T, double> ? 1e-12 : float_tolerance(run);
+  for (const auto& [name, d] : dev.max_abs) {
+    CAPTURE(name, d, tol);
+    CHECK(d <= tol);
+  }
+  if constexpr (std::is_same_v<T, double>) {  // final moments too
+    const auto& fs = run.json.at("final_state");
+    for (const auto& name : run.param_names) {
+      CHECK(fs.at(name).at("step").get<int>() == run.steps);
+      const auto mref = fs.at(name).at("exp_avg").get<Vec>();
+      const auto vref = fs.at(name).at("exp_avg_sq").get<Vec>();
+      for (std::size_t i = 0; i < mref.size(); ++i) {
+        REQUIRE(std::abs(m.at(name)[i] - mref[i]) <= 1e-12);
+        REQUIRE(std::abs(v.at(name)[i] - vref[i]) <= 1e-12);
+      }
+    }
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("Adam and AdamW reproduce torch 1.13 for all 50 steps", "[reference][adam]",
                         delayopt::test::all_cases) {
   using T = typename TestType::value;
   typename TestType::space space;
-  for (const auto* file : {"quad__adam.json", "quad__adamw.json"}) {
-    CAPTURE(file);
-    const Run run = load_run(data(file));
-    const Problem problem = load_problem(data("problems.json"), run.problem);
-    Named m, v;
-    const Deviation dev = replay_adam<T>(space, problem, run, &m, &v);
-    const double tol = std::is_same_v<T, double> ? 1e-12 : float_tolerance(run);
-    for (const auto& [name, d] : dev.max_abs) {
-      CAPTURE(name, d, tol);
-      CHECK(d <= tol);
-    }
-    if constexpr (std::is_same_v<T, double>) {  // final moments too
-      const auto& fs = run.json.at("final_state");
-      for (const auto& name : run.param_names) {
-        CHECK(fs.at(name).at("step").get<int>() == run.steps);
-        const auto mref = fs.at(name).at("exp_avg").get<Vec>();
-        const auto vref = fs.at(name).at("exp_avg_sq").get<Vec>();
-        for (std::size_t i = 0; i < mref.size(); ++i) {
-          REQUIRE(std::abs(m.at(name)[i] - mref[i]) <= 1e-12);
-          REQUIRE(std::abs(v.at(name)[i] - vref[i]) <= 1e-12);
-        }
-      }
-    }
-  }
+  for (const auto* file : {"quad__adam.json", "quad__adamw.json"})
+    check_free_run<T>(space, file, [](auto&&... a) { return replay_adam<T>(a...); });
 }
 
 // torch's NAdam with its momentum-decay schedule (tests/data/make_nadam_reference.py). quad__nadam
@@ -75,29 +81,8 @@ TEMPLATE_LIST_TEST_CASE("NAdam reproduces torch's NAdam (momentum decay, L2)", "
                         delayopt::test::all_cases) {
   using T = typename TestType::value;
   typename TestType::space space;
-  for (const auto* file : {"quad__nadam.json", "quad__nadam_l2.json"}) {
-    CAPTURE(file);
-    const Run run = load_run(data(file));
-    const Problem problem = load_problem(data("problems.json"), run.problem);
-    Named m, v;
-    const Deviation dev = replay_nadam<T>(space, problem, run, &m, &v);
-    const double tol = std::is_same_v<T, double> ? 1e-12 : float_tolerance(run);
-    for (const auto& [name, d] : dev.max_abs) {
-      CAPTURE(name, d, tol);
-      CHECK(d <= tol);
-    }
-    if constexpr (std::is_same_v<T, double>) {
-      const auto& fs = run.json.at("final_state");
-      for (const auto& name : run.param_names) {
-        const auto mref = fs.at(name).at("exp_avg").get<Vec>();
-        const auto vref = fs.at(name).at("exp_avg_sq").get<Vec>();
-        for (std::size_t i = 0; i < mref.size(); ++i) {
-          REQUIRE(std::abs(m.at(name)[i] - mref[i]) <= 1e-12);
-          REQUIRE(std::abs(v.at(name)[i] - vref[i]) <= 1e-12);
-        }
-      }
-    }
-  }
+  for (const auto* file : {"quad__nadam.json", "quad__nadam_l2.json"})
+    check_free_run<T>(space, file, [](auto&&... a) { return replay_nadam<T>(a...); });
 }
 
 TEST_CASE("NAdam's mu product: torch's running product, and the early stop changes nothing", "[nadam]") {
