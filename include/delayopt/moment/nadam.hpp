@@ -6,7 +6,8 @@
 ///   m^ = mu_{t+1} m / (1 - prod_{i<=t+1} mu_i) + (1 - mu_t) g / (1 - prod_{i<=t} mu_i)
 ///   p <- p - lr m^ / (sqrt(v / (1 - beta2^t)) + eps)
 /// Schedule::torch: mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), psi = momentum_decay (torch's default
-/// 0.004), so the look-ahead weight starts near beta1 / 2 and approaches beta1 over ~1/psi steps.
+/// 0.004), so the look-ahead weight starts near beta1 / 2 and reaches 0.9 beta1 only after
+/// ln 0.2 / (psi ln 0.96) ~ 10^4 steps.
 /// Schedule::constant: mu_t = beta1 (optax). With beta1 = 0.99 and the torch schedule this is the
 /// asynchronous-pipeline Nesterov method as Ajanthan et al. (ICML 2025) run it (torch NAdam).
 /// Weight decay: the modes of moment::Adam.
@@ -54,7 +55,7 @@ struct NAdam {
   /// prod_{i=1..t} mu_i. torch keeps it as state; here it is recomputed from t, because the step
   /// counter lives on the device (skipped steps do not advance it). The loop stops once the
   /// product is below 1e-30, where 1 - product (all the update uses) is exactly 1 in double: with
-  /// the default psi that is ~100 factors (mu_i < beta1 * 0.6 for i < 3000) however long the run.
+  /// the default psi that is ~100 factors (mu_i < 0.6 beta1 for i < 1300) however long the run.
   KOKKOS_INLINE_FUNCTION static double mu_product(const Hyper& h, std::int64_t t) {
     if (h.schedule == Schedule::constant) return compat::pow(h.beta1, static_cast<double>(t));
     const double q = compat::pow(0.96, h.momentum_decay);
