@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "delayopt/delayopt.hpp"
+#include "measure.hpp"
 
 namespace {
 
@@ -24,59 +25,12 @@ using E = Kokkos::OpenMP;
 using E = Kokkos::DefaultHostExecutionSpace;  // keeps the suite building against any host backend
 #endif
 using T = float;
-using Vector = Kokkos::View<T*, E::memory_space>;
 using delayopt::NonFinitePolicy;
-
-constexpr double adam_bytes = 7 * sizeof(T);
-constexpr double triad_bytes = 3 * sizeof(T);
-constexpr double copy_bytes = 2 * sizeof(T);
-
-struct Fill {
-  Vector v;
-  T x;
-  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { v(i) = x; }
-};
-
-struct Triad {
-  Vector a, b, c;
-  T s;
-  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { a(i) = b(i) + s * c(i); }
-};
-
-struct Copy {
-  Vector a, b;
-  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { a(i) = b(i); }
-};
-
-/// STREAM arrays, first touched with the kernels' own policy so each thread's pages are local to it.
-struct Stream {
-  std::int64_t n;
-  Vector a, b, c;
-
-  Stream(const E& space, std::int64_t size)
-      : n(size),
-        a(Kokkos::ViewAllocateWithoutInitializing("bench::a"), size),
-        b(Kokkos::ViewAllocateWithoutInitializing("bench::b"), size),
-        c(Kokkos::ViewAllocateWithoutInitializing("bench::c"), size) {
-    Kokkos::parallel_for("bench::fill", policy(space), Fill{a, 0});
-    Kokkos::parallel_for("bench::fill", policy(space), Fill{b, 1});
-    Kokkos::parallel_for("bench::fill", policy(space), Fill{c, 2});
-    space.fence();
-  }
-
-  Kokkos::RangePolicy<E> policy(const E& space) const { return Kokkos::RangePolicy<E>(space, 0, n); }
-  void triad(const E& space) const { Kokkos::parallel_for("bench::triad", policy(space), Triad{a, b, c, 3}); }
-  void copy(const E& space) const { Kokkos::parallel_for("bench::copy", policy(space), Copy{a, b}); }
-};
-
-/// Seconds for `work` to be enqueued and complete.
-template <class Work>
-double timed(const E& space, const Work& work) {
-  Kokkos::Timer timer;
-  work();
-  space.fence();
-  return timer.seconds();
-}
+using delayopt::bench::adam_vs_triad;
+using delayopt::bench::copy_bytes;
+using delayopt::bench::timed;
+using delayopt::bench::triad_bytes;
+using Stream = delayopt::bench::Stream<T, E>;
 
 /// Times update() and, interleaved with it, a triad on buffers of the same size, so that machine noise hits
 /// both; only the Adam time is reported as the iteration time.
@@ -88,26 +42,11 @@ void run_adam(benchmark::State& state, const std::vector<delayopt::BlockShape>& 
   const delayopt::Adam opt({.schedule = {.lr = 1e-3}, .nonfinite = policy});
   auto opt_state = opt.init(space, params);
   const auto n = static_cast<std::int64_t>(params.total_size());
-  const Stream stream(space, n);
-
-  opt.update(space, params, grads, opt_state);  // warm-up: page faults, OpenMP thread start-up
-  stream.triad(space);
-  space.fence();
-
-  double adam_s = 0, triad_s = 0;
-  for (auto _ : state) {
-    const double t = timed(space, [&] { opt.update(space, params, grads, opt_state); });
-    state.SetIterationTime(t);
-    adam_s += t;
-    triad_s += timed(space, [&] { stream.triad(space); });
-  }
+  // One warm-up pair: page faults, OpenMP thread start-up.
+  const auto r = adam_vs_triad<T>(state, space, n, 1, [&] { opt.update(space, params, grads, opt_state); });
   if (delayopt::Adam::skipped_steps(opt_state) != 0) state.SkipWithError("a step was skipped: non-finite gradient");
-
-  const double elems = static_cast<double>(state.iterations()) * static_cast<double>(n);
-  state.SetBytesProcessed(static_cast<std::int64_t>(elems * adam_bytes));
-  const double triad_rate = elems * triad_bytes / triad_s;
-  state.counters["triad_GBps"] = triad_rate / 1e9;
-  state.counters["ratio_vs_triad"] = (elems * adam_bytes / adam_s) / triad_rate;
+  state.counters["triad_GBps"] = r.triad_rate / 1e9;
+  state.counters["ratio_vs_triad"] = r.adam_rate / r.triad_rate;
 }
 
 void BM_AdamStep(benchmark::State& state, NonFinitePolicy policy) {
@@ -133,7 +72,7 @@ void run_stream(benchmark::State& state) {
   timed(space, work);  // warm-up
   for (auto _ : state) state.SetIterationTime(timed(space, work));
   const double elems = static_cast<double>(state.iterations()) * static_cast<double>(state.range(0));
-  state.SetBytesProcessed(static_cast<std::int64_t>(elems * (is_triad ? triad_bytes : copy_bytes)));
+  state.SetBytesProcessed(static_cast<std::int64_t>(elems * (is_triad ? triad_bytes<T> : copy_bytes<T>)));
 }
 
 void BM_StreamTriad(benchmark::State& state) { run_stream<true>(state); }

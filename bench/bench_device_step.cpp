@@ -24,6 +24,8 @@
 // backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not registered.
 #include <delayopt/delayopt.hpp>
 
+#include "measure.hpp"
+
 #include <benchmark/benchmark.h>
 #include <Kokkos_Random.hpp>
 
@@ -54,14 +56,7 @@ constexpr bool kCudaLinalg = true;
 constexpr bool kCudaLinalg = false;
 #endif
 
-/// Seconds for `work` to be enqueued and complete (kernel launches are asynchronous on CUDA).
-template <class Space, class Work>
-double timed(const Space& space, const Work& work) {
-  Kokkos::Timer timer;
-  work();
-  space.fence();
-  return timer.seconds();
-}
+using delayopt::bench::timed;
 
 /// Uniform values in [lo, hi) generated on the device: no host loop, no N-element host->device copy.
 template <class V>
@@ -70,53 +65,12 @@ void fill_uniform(const V& v, Pool& pool, double lo, double hi) {
   Kokkos::fill_random(v, pool, static_cast<T>(lo), static_cast<T>(hi));
 }
 
-template <class T>
-using Vector = Kokkos::View<T*, E::memory_space>;
-
-template <class T>
-struct Fill {
-  Vector<T> v;
-  T x;
-  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { v(i) = x; }
-};
-
-template <class T>
-struct Triad {
-  Vector<T> a, b, c;
-  T s;
-  KOKKOS_INLINE_FUNCTION void operator()(const std::int64_t i) const { a(i) = b(i) + s * c(i); }
-};
-
-/// STREAM triad arrays, first touched with the triad's own policy (page placement on OpenMP).
-template <class T>
-struct Stream {
-  std::int64_t n;
-  Vector<T> a, b, c;
-
-  Stream(const E& space, std::int64_t size)
-      : n(size),
-        a(Kokkos::ViewAllocateWithoutInitializing("bench::a"), size),
-        b(Kokkos::ViewAllocateWithoutInitializing("bench::b"), size),
-        c(Kokkos::ViewAllocateWithoutInitializing("bench::c"), size) {
-    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{a, 0});
-    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{b, 1});
-    Kokkos::parallel_for("bench::fill", policy(space), Fill<T>{c, 2});
-    space.fence();
-  }
-
-  Kokkos::RangePolicy<E> policy(const E& space) const { return Kokkos::RangePolicy<E>(space, 0, n); }
-  void triad(const E& space) const { Kokkos::parallel_for("bench::triad", policy(space), Triad<T>{a, b, c, 3}); }
-};
-
 // ---- Adam ----------------------------------------------------------------------------------------
 
 /// Times update() and, interleaved with it, a triad on N elements, so that clock and noise changes hit
 /// both; only the Adam time is the iteration time.
 template <class T>
 void BM_DeviceAdamStep(benchmark::State& state, NonFinitePolicy policy) {
-  constexpr double adam_bytes = 7 * sizeof(T);   // read p, g, m, v; write p, m, v (bench_adam_step.cpp)
-  constexpr double triad_bytes = 3 * sizeof(T);  // STREAM convention
-
   E space;
   std::vector<delayopt::BlockShape> shapes;
   for (std::int64_t b = 0; b < state.range(0); ++b) {
@@ -134,27 +88,14 @@ void BM_DeviceAdamStep(benchmark::State& state, NonFinitePolicy policy) {
   const delayopt::Adam opt({.schedule = {.lr = 1e-3}, .nonfinite = policy});
   auto opt_state = opt.init(space, params);
   const auto n = static_cast<std::int64_t>(params.total_size());
-  const Stream<T> stream(space, n);
-
-  // Warm-up: first-touch page faults and OpenMP start-up on host; module loading and clock ramp on CUDA.
-  for (int i = 0; i < 3; ++i) opt.update(space, params, grads, opt_state), stream.triad(space);
-  space.fence();
-
-  double adam_s = 0, triad_s = 0;
-  for (auto _ : state) {
-    const double t = timed(space, [&] { opt.update(space, params, grads, opt_state); });
-    state.SetIterationTime(t);
-    adam_s += t;
-    triad_s += timed(space, [&] { stream.triad(space); });
-  }
+  // Three warm-up pairs: first-touch page faults and OpenMP start-up on host; module loading and
+  // clock ramp on CUDA.
+  const auto r =
+      delayopt::bench::adam_vs_triad<T>(state, space, n, 3, [&] { opt.update(space, params, grads, opt_state); });
   if (delayopt::Adam::skipped_steps(opt_state) != 0) state.SkipWithError("a step was skipped: non-finite gradient");
-
-  const double elems = static_cast<double>(state.iterations()) * static_cast<double>(n);
-  state.SetBytesProcessed(static_cast<std::int64_t>(elems * adam_bytes));
-  const double adam_rate = elems * adam_bytes / adam_s, triad_rate = elems * triad_bytes / triad_s;
-  state.counters["adam_GBps"] = adam_rate / 1e9;
-  state.counters["triad_GBps"] = triad_rate / 1e9;
-  state.counters["triad_ratio"] = adam_rate / triad_rate;
+  state.counters["adam_GBps"] = r.adam_rate / 1e9;
+  state.counters["triad_GBps"] = r.triad_rate / 1e9;
+  state.counters["triad_ratio"] = r.adam_rate / r.triad_rate;
 }
 
 // ---- SOAP ----------------------------------------------------------------------------------------
