@@ -102,7 +102,7 @@ TEST_CASE("NAdam's mu product: torch's running product, and the early stop chang
   CHECK(late.c_g == 1.0 - mu_t);
   CHECK(late.c_m == mu_next);
   CHECK(mu_next > 0.98 * h.beta1);  // the look-ahead weight has ramped up to ~beta1
-  h.schedule = NAdam::Schedule::constant;
+  h.lookahead = NAdam::Lookahead::constant;
   const auto c = NAdam::coeffs<double>(h, 1e-3, 7);
   CHECK(c.c_g == Approx((1 - 0.99) / (1 - std::pow(0.99, 7))).epsilon(1e-13));
   CHECK(c.c_m == Approx(0.99 / (1 - std::pow(0.99, 8))).epsilon(1e-13));

@@ -75,7 +75,7 @@ inline NAdam::Config nadam_config(const Run& run) {
   c.moment.eps = h.at("eps");
   c.moment.weight_decay = h.value("weight_decay", 0.0);
   c.moment.weight_decay_mode = moment::NAdam::WeightDecay::l2;
-  c.moment.schedule = moment::NAdam::Schedule::torch;
+  c.moment.lookahead = moment::NAdam::Lookahead::torch;
   c.moment.momentum_decay = h.value("momentum_decay", 4e-3);
   return c;
 }

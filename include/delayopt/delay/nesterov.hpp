@@ -10,7 +10,7 @@
 /// follows the drift the delay causes. Per-stage momentum (the paper's adaptive option):
 /// gamma_i = gamma + tau_i (gamma_max - gamma) / stages when `stages` > 0. One slot (d). Weight
 /// space is basis-free, so the look-ahead is the same with every basis. The paper's experiments run
-/// this as torch NAdam with beta1 = 0.99: that is moment::NAdam (Schedule::torch, its default).
+/// this as torch NAdam with beta1 = 0.99: that is moment::NAdam (Lookahead::torch, its default).
 #pragma once
 
 #include "delayopt/core/hyper.hpp"

@@ -5,10 +5,10 @@
 ///   m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2
 ///   m^ = mu_{t+1} m / (1 - prod_{i<=t+1} mu_i) + (1 - mu_t) g / (1 - prod_{i<=t} mu_i)
 ///   p <- p - lr m^ / (sqrt(v / (1 - beta2^t)) + eps)
-/// Schedule::torch: mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), psi = momentum_decay (torch's default
+/// Lookahead::torch: mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), psi = momentum_decay (torch's default
 /// 0.004), so the look-ahead weight starts near beta1 / 2 and reaches 0.9 beta1 only after
 /// ln 0.2 / (psi ln 0.96) ~ 10^4 steps.
-/// Schedule::constant: mu_t = beta1 (optax). With beta1 = 0.99 and the torch schedule this is the
+/// Lookahead::constant: mu_t = beta1 (optax). With beta1 = 0.99 and the torch schedule this is the
 /// asynchronous-pipeline Nesterov method as Ajanthan et al. (ICML 2025) run it (torch NAdam).
 /// Weight decay: the modes of moment::Adam.
 #pragma once
@@ -27,7 +27,7 @@ struct NAdam {
   static constexpr int slots = 2;
   static constexpr SlotKind slot_kinds[slots] = {SlotKind::linear, SlotKind::second_moment};
   using WeightDecay = Adam::WeightDecay;
-  enum class Schedule { torch, constant };
+  enum class Lookahead { torch, constant };  ///< how the look-ahead weight mu_t evolves
 
   struct Hyper {
     double beta1 = 0.99;
@@ -35,8 +35,8 @@ struct NAdam {
     double eps = 1e-8;
     double weight_decay = 0.0;
     WeightDecay weight_decay_mode = WeightDecay::decoupled;
-    Schedule schedule = Schedule::torch;
-    double momentum_decay = 0.004;  ///< psi of Schedule::torch
+    Lookahead lookahead = Lookahead::torch;
+    double momentum_decay = 0.004;  ///< psi of Lookahead::torch
 
     void validate() const {
       hyper::require_unit_interval(name, "beta1", beta1);
@@ -49,7 +49,8 @@ struct NAdam {
 
   /// The look-ahead weight mu_t of step t (counted from 1).
   KOKKOS_INLINE_FUNCTION static double mu(const Hyper& h, double t) {
-    return h.schedule == Schedule::constant ? h.beta1 : h.beta1 * (1.0 - 0.5 * compat::pow(0.96, t * h.momentum_decay));
+    return h.lookahead == Lookahead::constant ? h.beta1
+                                              : h.beta1 * (1.0 - 0.5 * compat::pow(0.96, t * h.momentum_decay));
   }
 
   /// prod_{i=1..t} mu_i. torch keeps it as state; here it is recomputed from t, because the step
@@ -57,7 +58,7 @@ struct NAdam {
   /// product is below 1e-30, where 1 - product (all the update uses) is exactly 1 in double: with
   /// the default psi that is ~100 factors (mu_i < 0.6 beta1 for i < 1300) however long the run.
   KOKKOS_INLINE_FUNCTION static double mu_product(const Hyper& h, std::int64_t t) {
-    if (h.schedule == Schedule::constant) return compat::pow(h.beta1, static_cast<double>(t));
+    if (h.lookahead == Lookahead::constant) return compat::pow(h.beta1, static_cast<double>(t));
     const double q = compat::pow(0.96, h.momentum_decay);
     double p = 1.0, qi = 1.0;
     for (std::int64_t i = 1; i <= t && p >= 1e-30; ++i) {
