@@ -437,7 +437,7 @@ int main(int argc, char* argv[]) {
   int warmup = 0;
   double stage_momentum = 0;
   std::string lr_search = "outward";
-  for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));  // quarter decades
+  double lr_min = 1e-4;
   app.add_option("--problem", problem, "quadratic, kron-lstsq or mlp")
       ->check(CLI::IsMember({"quadratic", "kron-lstsq", "mlp"}))
       ->capture_default_str();
@@ -482,9 +482,14 @@ int main(int argc, char* argv[]) {
   app.add_option("--max-iters", max_iters, "give up after this many steps")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--lr-grid", lrs, "learning rates tried per (method, delay, seed)")
-      ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+  auto* grid_opt = app.add_option("--lr-grid", lrs, "learning rates tried per (method, delay, seed)")
+                       ->delimiter(',')
+                       ->check(CLI::PositiveNumber);
+  app.add_option("--lr-min", lr_min,
+                 "without --lr-grid: the quarter-decade grid runs from this rate (rounded to the grid) to 1e-1")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-12, 1e-1))
+      ->excludes(grid_opt);
   app.add_option("--lr-search", lr_search,
                  "full: every grid point; outward: from the previous delay's best, each direction until two "
                  "misses in a row (assumes iterations are unimodal in log lr)")
@@ -516,9 +521,21 @@ int main(int argc, char* argv[]) {
   app.add_option("--dcasgd-lambda", mo.dcasgd_lambda, "DC-ASGD's lambda")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--wp-gamma", mo.wp_gamma, "weight prediction: EMA factor of the weight velocity, in [0, 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999));
   app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
   CLI11_PARSE(app, argc, argv);
+  // Where the outward search starts at the first delay setting: the grid's middle, and for the
+  // built-in grid 10^-2.5 whatever --lr-min is, so a longer grid leaves the search path unchanged.
+  std::size_t first_start = lrs.size() / 2;
+  if (lrs.empty()) {
+    // Quarter decades 1e-4 * 10^(k/4): extending the grid below 1e-4 leaves the points above it unchanged.
+    const int k_min = std::min(6, static_cast<int>(std::lround(4.0 * std::log10(lr_min / 1e-4))));
+    for (int k = k_min; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));
+    first_start = static_cast<std::size_t>(6 - k_min);
+  }
 
   const bool is_mlp = problem == "mlp";
   shape.kappa = kappa;
@@ -556,8 +573,10 @@ int main(int argc, char* argv[]) {
 
   nlohmann::json records = nlohmann::json::array(), probes = nlohmann::json::array();
   const char* delay_key = is_mlp ? "stages" : "tau";
-  std::printf("%-24s %6s %5s %8s %9s %11s %10s\n", "method", delay_key, "seed", "iters", "best lr", "final f/f0",
-              "us/step");
+  int name_width = 24;
+  for (const auto& m : methods) name_width = std::max(name_width, static_cast<int>(m.size()));
+  std::printf("%-*s %6s %5s %8s %9s %11s %10s\n", name_width, "method", delay_key, "seed", "iters", "best lr",
+              "final f/f0", "us/step");
   for (int seed : probe ? seeds : std::vector<int>{}) {
     nlohmann::json p;
     if (is_mlp)
@@ -589,7 +608,7 @@ int main(int argc, char* argv[]) {
                                               : Quadratic(rows, cols, kappa, noise, seed, iso));
         }
         Outcome best;
-        std::size_t best_i = start.count({method, seed}) ? start[{method, seed}] : lrs.size() / 2;
+        std::size_t best_i = start.count({method, seed}) ? start[{method, seed}] : first_start;
         std::vector<bool> tried(lrs.size(), false);
         int runs = 0;
         // Returns whether lrs[i] beat the best so far.
@@ -627,7 +646,7 @@ int main(int argc, char* argv[]) {
         }
         start[{method, seed}] = best_i;
         const double best_lr = lrs[best_i];
-        if (best.iters && (best_lr == lrs.front() || best_lr == lrs.back()) && lrs.size() > 1)
+        if ((best_lr == lrs.front() || best_lr == lrs.back()) && lrs.size() > 1)
           std::fprintf(stderr,
                        "delayopt_convergence: note: %s %s=%d seed %d: best lr %.3g is at the edge of --lr-grid\n",
                        method.c_str(), delay_key, delay, seed, best_lr);
@@ -640,7 +659,7 @@ int main(int argc, char* argv[]) {
                          {"lr_runs", runs}};
         r["iters_to_target"] = best.iters ? nlohmann::json(*best.iters) : nlohmann::json(nullptr);
         records.push_back(r);
-        std::printf("%-24s %6d %5d %8s %9.2e %11.3e %10.1f\n", method.c_str(), delay, seed,
+        std::printf("%-*s %6d %5d %8s %9.2e %11.3e %10.1f\n", name_width, method.c_str(), delay, seed,
                     best.iters ? std::to_string(*best.iters).c_str() : "-", best_lr, best.final_loss,
                     best.sec_per_step * 1e6);
         std::fflush(stdout);
@@ -653,6 +672,8 @@ int main(int argc, char* argv[]) {
       doc["width"] = shape.width;
       doc["batch"] = shape.batch;
       doc["kappa"] = kappa;
+      doc["teacher_scale"] = shape.teacher_scale;
+      doc["init_scale"] = shape.init_scale;
       if (refresh_budget > 0)
         doc["refresh_budget"] = {{"total", refresh_budget}, {"window", refresh_window}, {"split", refresh_split}};
       else
@@ -663,6 +684,8 @@ int main(int argc, char* argv[]) {
       doc["kappa"] = kappa;
     }
     if (mo.basis_beta >= 0) doc["basis_beta"] = mo.basis_beta;
+    doc["dcasgd_lambda"] = mo.dcasgd_lambda;
+    doc["wp_gamma"] = mo.wp_gamma;
     if (stage_momentum > 0) doc["stage_momentum"] = stage_momentum;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";

@@ -8,13 +8,14 @@ slowdown T(P) / T(1) (ratio of the medians); "% fewer" = 1 - T_method / T_best, 
 median among the coordinate-basis methods at the same P. A run that never reached the target
 counts as more than --max-iters (shown as ">N"); a median over such runs is shown the same way.
 """
+import glob
 import json
 import os
 import statistics
 import subprocess
 import sys
 
-COORD = ["adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred"]
+COORD = ["adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred", "nesterov+weight-pred"]
 
 
 def load(d, name):
@@ -131,7 +132,7 @@ def main():
     if l32:
         methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",
                                "rot-cov-bi+pipedream-lr"] if (m, 1) in l32]
-        t, _, _ = table(l32, methods, [1, 32], 16000)
+        t, _, _ = table(l32, methods, [1, 32], 50000)
         final = collect(d, "mlp-l32-", field="final_loss")
         lines = ["| method | median f/f0 after the last step at P = 32 | per seed |", "|---|---|---|"]
         for m in methods:
@@ -185,6 +186,42 @@ def main():
     if rows:
         out += ["### Per-stage momentum (beta1 = 0.9 + tau_s (0.99 - 0.9) / P) at P = 16", "",
                 "| method | beta1 0.99 everywhere | per-stage beta1 | per seed |", "|---|---|---|---|"] + rows + [""]
+    rows = []
+    for g in ["0.5", "0.9", "0.99"]:
+        data = main_data if g == "0.9" else collect(d, "mlp-wpgamma-%s." % g)
+        pair = [data.get((m, 16)) for m in ["weight-pred", "rot-cov-bi+weight-pred"]] if data else [None]
+        if all(pair):
+            rows.append("| %s | %s | %s |" % (g, fmt(median(pair[0])), fmt(median(pair[1]))))
+    if len(rows) > 1:
+        out += ["### Weight prediction's gamma at P = 16 (median iterations)", "",
+                "| gamma | weight-pred | rot-cov-bi+weight-pred |", "|---|---|---|"] + rows + [""]
+    rows = []
+    for m, base in [("nesterov+weight-pred", "nesterov"), ("rot-cov-bi+nesterov+weight-pred", "rot-cov-bi+nesterov")]:
+        data = collect(d, "mlp-nadam-wp.")
+        if data and (m, 16) in data and main_data and (base, 16) in main_data:
+            v = data[(m, 16)]
+            rows.append("| %s | %s | %s | %s |" % (m, fmt(median(main_data[(base, 16)])), fmt(median(v)),
+                                                   ", ".join(fmt(x if x else INF) for x in v)))
+    if rows:
+        out += ["### NAdam with weight prediction at P = 16", "",
+                "| method | without prediction | with prediction | per seed |", "|---|---|---|---|"] + rows + [""]
+    rows = []
+    for f in sorted(glob.glob(os.path.join(d, "mlp-scale-*.json"))):
+        name = os.path.basename(f)[:-5]
+        doc, data = load(d, name), collect(d, name + ".")
+        cells = []
+        for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]:
+            cells.append("%s / %s" % (fmt(median(data[(m, 1)])), fmt(median(data[(m, 16)]))) if (m, 16) in data
+                         else "")
+        n16 = median(data[("nesterov", 16)]) if ("nesterov", 16) in data else INF
+        pcts = [pct(median(data[(m, 16)]), n16) if (m, 16) in data and n16 < INF else ""
+                for m in ["rot-cov-bi", "rot-cov-bi+nesterov"]]
+        rows.append("| %g | %g | %s | %s |" % (doc["teacher_scale"], doc["init_scale"], " | ".join(cells),
+                                              " | ".join(pcts)))
+    if rows:
+        out += ["### Problem scales (seed 1): iterations at P = 1 / P = 16", "",
+                "| teacher | init | adam | nesterov | rot-cov-bi | rot-cov-bi+nesterov | rot-cov-bi vs nesterov at 16 "
+                "| rot-cov-bi+nesterov vs nesterov at 16 |", "|---|---|---|---|---|---|---|---|"] + rows + [""]
     for prob in ["quadratic", "kron"]:
         for name in ["%s-noise0" % prob, "%s-noise1" % prob, "%s-iso" % prob]:
             data = collect(d, name + ".")

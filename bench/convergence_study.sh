@@ -30,8 +30,10 @@ experiments() {
       echo "mlp-b$b-$m|$mlp --batch $b --stages 1,16 --methods $m"
     done
   done
+  # P = 32 needs more than 16000 steps for every method (a 16000 cap left all of them short), and
+  # the coordinate methods' best rate at P = 32 is below the default grid's 1e-4.
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
-    echo "mlp-l32-$m|$mlp --layers 32 --stages 1,32 --methods $m"
+    echo "mlp-l32-$m|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --methods $m"
   done
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-nostash-$m|$mlp --stages 4,16 --stashing off --methods $m"
@@ -52,8 +54,16 @@ experiments() {
   # in ~2000-5000 steps at tau = 0 (noise 10 on the quadratic and 1 on kron-lstsq let no method).
   echo "quadratic-iso|--problem quadratic --dim 32 --kappa 100 --noise 1 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
   echo "kron-iso|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --noise 0.3 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
+  for g in 0.5 0.99; do
+    echo "mlp-wpgamma-$g|$mlp --stages 16 --methods weight-pred,rot-cov-bi+weight-pred --wp-gamma $g"
+  done
+  echo "mlp-nadam-wp|$mlp --stages 16 --methods nesterov+weight-pred,rot-cov-bi+nesterov+weight-pred"
   for m in nesterov rot-cov-bi+nesterov; do
     echo "mlp-stagemom-$m|$mlp --stages 16 --methods $m --stage-momentum 0.9"
+  done
+  # Problem scales (teacher and initial student weights), one seed: does the picture depend on them?
+  for ts_is in 1_1 1_0.25 1_0 0.5_0.5 1.5_1; do
+    echo "mlp-scale-t${ts_is%_*}-i${ts_is#*_}|--problem mlp --seeds 1 --max-iters 16000 --stages 1,16 --teacher-scale ${ts_is%_*} --init-scale ${ts_is#*_} --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov"
   done
   echo "probe-kron|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --tau 0 --seeds $seeds --methods adam --probe"
   echo "probe-mlp|--problem mlp --stages 1 --seeds $seeds --methods adam --probe"

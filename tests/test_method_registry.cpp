@@ -6,6 +6,7 @@
 #include <method_registry.hpp>
 
 #include <string>
+#include <type_traits>
 
 using namespace delayopt;
 using delayopt::test::host_values;
@@ -15,7 +16,8 @@ namespace {
 using E = Kokkos::DefaultHostExecutionSpace;
 using Set = ParamSet<double, E>;
 
-// Five delayed steps through the registry's method and through `opt` written out; both ends.
+// Five delayed steps through the registry's method and through `opt` written out; both ends, and for
+// weight prediction also both predictions two steps ahead.
 template <class Opt>
 std::pair<std::vector<double>, std::vector<double>> registry_vs_direct(const std::string& name,
                                                                        const tools::MethodOptions& o, const Opt& opt) {
@@ -31,14 +33,28 @@ std::pair<std::vector<double>, std::vector<double>> registry_vs_direct(const std
     method.step(space, a, g, {.tau = 2}, &stale);
     opt.update(space, b, g, state, {.tau = 2}, &stale);
   }
+  if constexpr (std::is_same_v<typename Opt::delay_type, delay::WeightPrediction>) {
+    auto pa = Set::zeros_like(params), pb = Set::zeros_like(params);
+    method.predict(space, a, 2, pa);
+    delay::WeightPrediction::predict(space, b, state.delay[0], 2, pb);
+    space.fence();
+    auto va = host_values(a), vb = host_values(b), wa = host_values(pa), wb = host_values(pb);
+    va.insert(va.end(), wa.begin(), wa.end());
+    vb.insert(vb.end(), wb.begin(), wb.end());
+    return {va, vb};
+  }
   space.fence();
   return {host_values(a), host_values(b)};
 }
 
+// The registry's rotated bases: the paper's ordering, refreshed every 2 steps in these tests.
+basis::KroneckerEigen::Hyper paper_basis() { return {.ordering = basis::Ordering::paper, .refresh_every = 2}; }
+
 }  // namespace
 
 TEST_CASE("method registry: names build the documented compositions", "[registry]") {
-  const tools::MethodOptions o{.lr = 3e-3, .anneal_steps = 50, .refresh_every = 2, .dcasgd_lambda = 0.5};
+  const tools::MethodOptions o{
+      .lr = 3e-3, .anneal_steps = 50, .refresh_every = 2, .dcasgd_lambda = 0.5, .wp_gamma = 0.5};
   SECTION("adam") {
     const auto [a, b] = registry_vs_direct("adam", o, Adam({.schedule = {.lr = 3e-3}}));
     CHECK(a == b);
@@ -58,12 +74,25 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
   SECTION("rot-cov-bi+dcasgd: paper ordering, covariance, both sides, DC-ASGD in the basis") {
     using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
     typename Opt::Config c;
-    c.basis = {.ordering = basis::Ordering::paper, .refresh_every = 2};
+    c.basis = paper_basis();
     c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
     c.delay.lambda = 0.5;
     c.schedule.lr = 3e-3;
     const auto [a, b] = registry_vs_direct("rot-cov-bi+dcasgd", o, Opt(c));
     CHECK(a == b);
+  }
+  SECTION("rot-cov-bi+weight-pred: the velocity EMA takes wp_gamma") {
+    using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::WeightPrediction>;
+    typename Opt::Config c;
+    c.basis = paper_basis();
+    c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+    c.delay.gamma = 0.5;
+    c.schedule.lr = 3e-3;
+    const auto [a, b] = registry_vs_direct("rot-cov-bi+weight-pred", o, Opt(c));
+    CHECK(a == b);
+    // The default gamma (0.9) leaves the update alone but predicts other weights.
+    const auto [d, e] = registry_vs_direct("rot-cov-bi+weight-pred", {.lr = 3e-3, .refresh_every = 2}, Opt(c));
+    CHECK(d != e);
   }
   SECTION("rot-mom-uni+nesterov: momentum source, one side, NAdam in the basis") {
     typename RotatedNAdam::Config c;
@@ -73,6 +102,23 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
                .refresh_every = 2};
     c.schedule.lr = 3e-3;
     const auto [a, b] = registry_vs_direct("rot-mom-uni+nesterov", o, RotatedNAdam(c));
+    CHECK(a == b);
+  }
+  SECTION("rot-cov-bi+nesterov+dcasgd: NAdam and DC-ASGD in the basis") {
+    using Opt = Optimizer<basis::KroneckerEigen, moment::NAdam, delay::DCASGD>;
+    typename Opt::Config c;
+    c.basis = paper_basis();
+    c.delay.lambda = 0.5;
+    c.schedule.lr = 3e-3;
+    const auto [a, b] = registry_vs_direct("rot-cov-bi+nesterov+dcasgd", o, Opt(c));
+    CHECK(a == b);
+    const auto [d, e] = registry_vs_direct("rot-cov-bi+nesterov", o, Opt(c));
+    CHECK(d != e);  // the correction is active (stale weights differ from the current ones)
+  }
+  SECTION("nesterov+pipedream-lr: NAdam with the stage discount, coordinate basis") {
+    using Opt = Optimizer<basis::Identity, moment::NAdam, delay::StageLRDiscount>;
+    const auto [a, b] =
+        registry_vs_direct("nesterov+pipedream-lr", o, Opt({.delay = {.anneal_steps = 50}, .schedule = {.lr = 3e-3}}));
     CHECK(a == b);
   }
   SECTION("soap keeps SOAP's published defaults") {
@@ -102,7 +148,8 @@ TEST_CASE("method registry: predict() for weight prediction, needs_stale() for D
 TEST_CASE("method registry: unknown names list the known ones", "[registry]") {
   const E space;
   Set params(delayopt::test::small_shapes());
-  for (const char* bad : {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", ""}) {
+  for (const char* bad : {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", "nesterov+nesterov",
+                          "rot-cov-bi+nesterov+nesterov", "rot-cov-bi+nesterov+", "dcasgd+weight-pred", ""}) {
     INFO(bad);
     try {
       tools::make_method(bad, {}, space, params);

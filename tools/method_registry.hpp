@@ -10,7 +10,9 @@
 ///    soap (SOAP's published ordering and defaults);
 ///  - a rotated base + pipedream-lr | nesterov | dcasgd | weight-pred runs that compensation with
 ///    the rotated basis (nesterov: NAdam as the moment policy inside the basis; dcasgd: the
-///    correction on the rotated coordinates).
+///    correction on the rotated coordinates);
+///  - nesterov+<c> and <rotated base>+nesterov+<c>, c one of pipedream-lr, dcasgd, weight-pred:
+///    NAdam as the moment together with that delay policy.
 /// Everything is an ordinary delayopt::Optimizer; the registry only maps names to compositions.
 #pragma once
 
@@ -46,6 +48,8 @@ struct MethodOptions {
   double nadam_beta1 = -1.0;
   /// DC-ASGD's lambda.
   double dcasgd_lambda = 0.04;
+  /// Weight prediction: EMA factor of the weight velocity.
+  double wp_gamma = 0.9;
 };
 
 struct MethodInfo {
@@ -82,6 +86,7 @@ inline std::string method_names() {
   }
   out += "; and <rotated base>+<compensation> with compensation one of ";
   out += kCompensations;
+  out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of pipedream-lr, dcasgd, weight-pred";
   return out;
 }
 
@@ -157,6 +162,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   c.schedule.lr = o.lr;
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
+  if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) c.delay.gamma = o.wp_gamma;
   if constexpr (std::is_same_v<Moment, moment::NAdam>)
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
@@ -170,18 +176,28 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   return AnyMethod<T, Space>(Opt(c), space, params);
 }
 
+template <class Basis, class Moment, class T, class Space>
+AnyMethod<T, Space> with_delay(const std::string& delay_name, const typename Basis::Hyper& basis,
+                               const MethodOptions& o, const Space& space, const ParamSet<T, Space>& params,
+                               bool soap_defaults) {
+  if (delay_name.empty()) return compose<Basis, Moment, delay::None>(basis, o, space, params, soap_defaults);
+  if (delay_name == "pipedream-lr")
+    return compose<Basis, Moment, delay::StageLRDiscount>(basis, o, space, params, soap_defaults);
+  if (delay_name == "dcasgd") return compose<Basis, Moment, delay::DCASGD>(basis, o, space, params, soap_defaults);
+  if (delay_name == "weight-pred")
+    return compose<Basis, Moment, delay::WeightPrediction>(basis, o, space, params, soap_defaults);
+  throw std::invalid_argument("unknown delay compensation '" + delay_name + "' (known: " + kCompensations + ")");
+}
+
+/// `comp`: "", one compensation, or "nesterov+<delay policy>" (NAdam as the moment with that delay).
 template <class Basis, class T, class Space>
 AnyMethod<T, Space> with_compensation(const std::string& comp, const typename Basis::Hyper& basis,
                                       const MethodOptions& o, const Space& space, const ParamSet<T, Space>& params,
                                       bool soap_defaults = false) {
-  if (comp.empty()) return compose<Basis, moment::Adam, delay::None>(basis, o, space, params, soap_defaults);
-  if (comp == "pipedream-lr")
-    return compose<Basis, moment::Adam, delay::StageLRDiscount>(basis, o, space, params, soap_defaults);
-  if (comp == "nesterov") return compose<Basis, moment::NAdam, delay::None>(basis, o, space, params, false);
-  if (comp == "dcasgd") return compose<Basis, moment::Adam, delay::DCASGD>(basis, o, space, params, soap_defaults);
-  if (comp == "weight-pred")
-    return compose<Basis, moment::Adam, delay::WeightPrediction>(basis, o, space, params, soap_defaults);
-  throw std::invalid_argument("unknown delay compensation '" + comp + "' (known: " + kCompensations + ")");
+  if (comp == "nesterov") return with_delay<Basis, moment::NAdam>("", basis, o, space, params, false);
+  if (comp.starts_with("nesterov+"))
+    return with_delay<Basis, moment::NAdam>(comp.substr(9), basis, o, space, params, false);
+  return with_delay<Basis, moment::Adam>(comp, basis, o, space, params, soap_defaults);
 }
 
 }  // namespace detail
@@ -196,12 +212,17 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   const auto unknown = [&] {
     return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   };
-  if (!comp.empty() && comp != "pipedream-lr" && comp != "nesterov" && comp != "dcasgd" && comp != "weight-pred")
+  const auto is_delay = [](const std::string& c) { return c == "pipedream-lr" || c == "dcasgd" || c == "weight-pred"; };
+  // comp: empty, a compensation, or nesterov+<delay compensation>.
+  if (!comp.empty() && comp != "nesterov" && !is_delay(comp) &&
+      !(comp.starts_with("nesterov+") && is_delay(comp.substr(9))))
     throw unknown();
   const basis::Identity::Hyper id{};
   if (base == "adam" && comp.empty()) return detail::with_compensation<basis::Identity>("", id, o, space, params);
-  if (comp.empty() && (base == "pipedream-lr" || base == "nesterov" || base == "dcasgd" || base == "weight-pred"))
+  if (comp.empty() && (base == "nesterov" || is_delay(base)))
     return detail::with_compensation<basis::Identity>(base, id, o, space, params);
+  if (base == "nesterov" && is_delay(comp))  // NAdam with a delay policy, coordinate basis
+    return detail::with_compensation<basis::Identity>(name, id, o, space, params);
   if (base == "full-eigen")
     return detail::with_compensation<basis::FullEigen>(
         comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every, .beta = o.basis_beta}, o, space,

@@ -62,6 +62,7 @@ struct RunOptions {
   double lr = 0;       ///< 0: the method's default
   double horizon = 0;  ///< PipeDream-LR horizon; 0: the run's length
   double dcasgd_lambda = 0.04;
+  double wp_gamma = 0.9;
   std::int64_t steps = 1000;
   bool stashing = true;
   Schedule schedule = Schedule::async_1f1b;
@@ -112,6 +113,10 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--dcasgd-lambda", o.dcasgd_lambda, "DC-ASGD's lambda (dcasgd, <base>+dcasgd)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--wp-gamma", o.wp_gamma,
+                 "weight prediction's EMA factor of the weight velocity, in [0, 1) (weight-pred, <base>+weight-pred)")
+      ->check(CLI::Range(0.0, 0.9999))
       ->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("!--no-stashing", o.stashing, "async: backward with the current weights, not the forward's");
@@ -209,7 +214,8 @@ inline PipelineConfig make_config(const RunOptions& o) {
 }
 
 inline MethodOptions method_options(const RunOptions& o) {
-  return {.lr = o.lr, .horizon = o.horizon, .run_steps = o.steps, .dcasgd_lambda = o.dcasgd_lambda};
+  return {
+      .lr = o.lr, .horizon = o.horizon, .run_steps = o.steps, .dcasgd_lambda = o.dcasgd_lambda, .wp_gamma = o.wp_gamma};
 }
 
 /// Stage `i` with its optimizer. Allocates: call on the thread that initialised Kokkos.

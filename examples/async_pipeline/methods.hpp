@@ -77,6 +77,7 @@ struct MethodOptions {
   double horizon = 0;           ///< PipeDream-LR T_c in steps; 0: the run's length
   std::int64_t run_steps = 1;   ///< updates per stage in the run (the default horizon)
   double dcasgd_lambda = 0.04;  ///< DC-ASGD's lambda
+  double wp_gamma = 0.9;        ///< weight prediction: EMA factor of the weight velocity
 };
 
 /// The registry's optimizer for a stage, plus whether it needs the stale weights.
@@ -111,6 +112,7 @@ StageMethod<T, Space> make_method(const std::string& name, const MethodOptions& 
   r.anneal_steps =
       std::max<std::int64_t>(1, std::llround(o.horizon > 0 ? o.horizon : static_cast<double>(o.run_steps)));
   r.dcasgd_lambda = o.dcasgd_lambda;
+  r.wp_gamma = o.wp_gamma;
   return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params));
 }
 
