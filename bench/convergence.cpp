@@ -527,14 +527,15 @@ int main(int argc, char* argv[]) {
   app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
   CLI11_PARSE(app, argc, argv);
-  // Where the outward search starts at the first delay setting: the grid's middle, and for the
-  // built-in grid 10^-2.5 whatever --lr-min is, so a longer grid leaves the search path unchanged.
+  // Where the outward search starts at the first delay setting: the middle of --lr-grid; on the
+  // built-in grid 10^-2.5 (or its lowest point, if --lr-min is above that), so extending the grid
+  // downwards leaves the search path unchanged.
   std::size_t first_start = lrs.size() / 2;
   if (lrs.empty()) {
     // Quarter decades 1e-4 * 10^(k/4): extending the grid below 1e-4 leaves the points above it unchanged.
-    const int k_min = std::min(6, static_cast<int>(std::lround(4.0 * std::log10(lr_min / 1e-4))));
+    const int k_min = static_cast<int>(std::lround(4.0 * std::log10(lr_min / 1e-4)));
     for (int k = k_min; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));
-    first_start = static_cast<std::size_t>(6 - k_min);
+    first_start = static_cast<std::size_t>(std::max(0, 6 - k_min));
   }
 
   const bool is_mlp = problem == "mlp";

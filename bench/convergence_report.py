@@ -27,10 +27,12 @@ def load(d, name):
 
 
 def collect(d, prefix, field="iters_to_target"):
-    """{(method, delay): [field per seed]} over every file starting with prefix."""
+    """{(method, delay): [field per seed]} over every file starting with prefix; a prefix ending in
+    "." names exactly one file (prefix + "json")."""
     out, key = {}, None
     for fn in sorted(os.listdir(d)):
-        if not (fn.startswith(prefix) and fn.endswith(".json")):
+        exact = prefix.endswith(".") and fn == prefix + "json"
+        if not (exact or (not prefix.endswith(".") and fn.startswith(prefix) and fn.endswith(".json"))):
             continue
         doc = load(d, fn[:-5])
         for r in doc["records"]:
@@ -56,10 +58,10 @@ def pct(method, best):
     return "%+.0f%%" % (100 * (1 - method / best)) if method != best else "0%"
 
 
-def table(data, methods, delays, cap, delay_name="P"):
+def table(data, methods, delays, cap, delay_name="P", coord=COORD):
     """Median iterations, slowdown vs the first delay, % fewer than the best coordinate method."""
     med = {(m, p): median(data[(m, p)]) for (m, p) in data}
-    best = {p: min([med[(m, p)] for m in COORD if (m, p) in med] or [INF]) for p in delays}
+    best = {p: min([med[(m, p)] for m in coord if (m, p) in med] or [INF]) for p in delays}
     lines = ["| method | " + " | ".join("%s = %d" % (delay_name, p) for p in delays) +
              " | slowdown %s=%d | %% fewer than best coordinate method at %s=%d |" % (delay_name, delays[-1],
                                                                                     delay_name, delays[-1]),
@@ -71,7 +73,7 @@ def table(data, methods, delays, cap, delay_name="P"):
         t0, t1 = med[(m, delays[0])], med[(m, delays[-1])]
         slow = "—" if t0 == INF else "%.1f×" % (t1 / t0) if t1 != INF else ">%.1f×" % (cap / t0)
         lines.append("| %s | %s | %s | %s |" % (m, " | ".join(row), slow,
-                                                "—" if m in COORD else pct(t1, best[delays[-1]])))
+                                                "—" if m in coord else pct(t1, best[delays[-1]])))
     lines.append("| *best coordinate* | " + " | ".join(fmt(best[p], cap) for p in delays) + " | | |")
     return "\n".join(lines), med, best
 
@@ -121,6 +123,16 @@ def main():
                                           "rot-cov-uni", "rot-mom-bi", "rot-cov-bi+nesterov",
                                           "rot-cov-bi+pipedream-lr")],
              [1, 2, 4, 8, 16], "16-layer residual MLP, stashing on, median of 3 seeds")
+    wp0 = collect(d, "mlp-wp0-")
+    if wp0 and main_data:
+        g0 = {(m + " (γ = 0)", p): v for (m, p), v in wp0.items()}
+        data = {**main_data, **g0}
+        coord = COORD + ["weight-pred (γ = 0)"]
+        methods = [m for m in ["adam", "nesterov", "weight-pred", "weight-pred (γ = 0)", "rot-cov-bi",
+                               "rot-cov-bi+weight-pred", "rot-cov-bi+weight-pred (γ = 0)", "rot-cov-bi+nesterov"]
+                   if (m, 1) in data]
+        t, _, _ = table(data, methods, [1, 2, 4, 8, 16], 16000, coord=coord)
+        out += ["### Weight prediction with gamma = 0 (the last step as the velocity), MLP, P = 1 ... 16", "", t, ""]
     for batch in [8, 16]:
         data = collect(d, "mlp-b%d-" % batch)
         if data:
@@ -129,11 +141,13 @@ def main():
             t, _, _ = table(data, methods, [1, 16], 16000)
             out += ["### MLP pipeline, batch %d (noisier gradients)" % batch, "", t, ""]
     l32 = collect(d, "mlp-l32-")
+    l32.update({(m + " (γ = 0)", p): v for (m, p), v in collect(d, "mlp-l32wp0-").items()})
     if l32:
         methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",
-                               "rot-cov-bi+pipedream-lr"] if (m, 1) in l32]
+                               "rot-cov-bi+weight-pred (γ = 0)"] if (m, 1) in l32]
         t, _, _ = table(l32, methods, [1, 32], 50000)
         final = collect(d, "mlp-l32-", field="final_loss")
+        final.update({(m + " (γ = 0)", p): v for (m, p), v in collect(d, "mlp-l32wp0-", field="final_loss").items()})
         lines = ["| method | median f/f0 after the last step at P = 32 | per seed |", "|---|---|---|"]
         for m in methods:
             v = final.get((m, 32), [])
@@ -187,7 +201,7 @@ def main():
         out += ["### Per-stage momentum (beta1 = 0.9 + tau_s (0.99 - 0.9) / P) at P = 16", "",
                 "| method | beta1 0.99 everywhere | per-stage beta1 | per seed |", "|---|---|---|---|"] + rows + [""]
     rows = []
-    for g in ["0.5", "0.9", "0.99"]:
+    for g in ["0", "0.25", "0.5", "0.9", "0.99"]:
         data = main_data if g == "0.9" else collect(d, "mlp-wpgamma-%s." % g)
         pair = [data.get((m, 16)) for m in ["weight-pred", "rot-cov-bi+weight-pred"]] if data else [None]
         if all(pair):
@@ -196,19 +210,29 @@ def main():
         out += ["### Weight prediction's gamma at P = 16 (median iterations)", "",
                 "| gamma | weight-pred | rot-cov-bi+weight-pred |", "|---|---|---|"] + rows + [""]
     rows = []
-    for m, base in [("nesterov+weight-pred", "nesterov"), ("rot-cov-bi+nesterov+weight-pred", "rot-cov-bi+nesterov")]:
-        data = collect(d, "mlp-nadam-wp.")
-        if data and (m, 16) in data and main_data and (base, 16) in main_data:
-            v = data[(m, 16)]
-            rows.append("| %s | %s | %s | %s |" % (m, fmt(median(main_data[(base, 16)])), fmt(median(v)),
-                                                   ", ".join(fmt(x if x else INF) for x in v)))
+    for g, name in [("0.9", "mlp-nadam-wp."), ("0.25", "mlp-nadam-wp-0.25.")]:
+        data = collect(d, name)
+        for m, base in [("nesterov+weight-pred", "nesterov"),
+                        ("rot-cov-bi+nesterov+weight-pred", "rot-cov-bi+nesterov")]:
+            if data and (m, 16) in data and main_data and (base, 16) in main_data:
+                v = data[(m, 16)]
+                rows.append("| %s | %s | %s | %s | %s |" % (m, g, fmt(median(main_data[(base, 16)])), fmt(median(v)),
+                                                            ", ".join(fmt(x if x else INF) for x in v)))
     if rows:
         out += ["### NAdam with weight prediction at P = 16", "",
-                "| method | without prediction | with prediction | per seed |", "|---|---|---|---|"] + rows + [""]
+                "| method | gamma | without prediction | with prediction | per seed |", "|---|---|---|---|---|"] + \
+            rows + [""]
     rows = []
-    for f in sorted(glob.glob(os.path.join(d, "mlp-scale-*.json"))):
-        name = os.path.basename(f)[:-5]
-        doc, data = load(d, name), collect(d, name + ".")
+    scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
+    if scale_docs:
+        # The headline setting (teacher 1, init 0.5), seed 1 of the main runs, for reference.
+        main_seed1 = [r for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
+                      for r in (load(d, "mlp-main-" + m) or {"records": []})["records"] if r["seed"] == 1]
+        scale_docs.append({"teacher_scale": 1.0, "init_scale": 0.5, "records": main_seed1})
+    for doc in sorted(scale_docs, key=lambda doc: (doc["teacher_scale"], doc["init_scale"])):
+        data = {}
+        for r in doc["records"]:
+            data.setdefault((r["method"], r["stages"]), []).append(r["iters_to_target"])
         cells = []
         for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]:
             cells.append("%s / %s" % (fmt(median(data[(m, 1)])), fmt(median(data[(m, 16)]))) if (m, 16) in data
@@ -220,8 +244,8 @@ def main():
                                               " | ".join(pcts)))
     if rows:
         out += ["### Problem scales (seed 1): iterations at P = 1 / P = 16", "",
-                "| teacher | init | adam | nesterov | rot-cov-bi | rot-cov-bi+nesterov | rot-cov-bi vs nesterov at 16 "
-                "| rot-cov-bi+nesterov vs nesterov at 16 |", "|---|---|---|---|---|---|---|---|"] + rows + [""]
+                "| teacher | init | adam | nesterov | rot-cov-bi | rot-cov-bi+nesterov | rot-cov-bi: % fewer than "
+                "nesterov at 16 | rot-cov-bi+nesterov: % fewer than nesterov at 16 |", "|---|---|---|---|---|---|---|---|"] + rows + [""]
     for prob in ["quadratic", "kron"]:
         for name in ["%s-noise0" % prob, "%s-noise1" % prob, "%s-iso" % prob]:
             data = collect(d, name + ".")
