@@ -5,7 +5,7 @@
 #
 #   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
 #
-# then bench/convergence_report.py OUT renders the tables and PNGs. ~100 min on 2 cores.
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~3 hours on 2 cores (P = 32: half).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build/default/bench/delayopt_convergence}
@@ -35,6 +35,7 @@ experiments() {
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-l32-$m|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --methods $m"
   done
+  echo "mlp-l32wp0-rot-cov-bi+weight-pred|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods rot-cov-bi+weight-pred"
   for m in adam pipedream-lr nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-nostash-$m|$mlp --stages 4,16 --stashing off --methods $m"
   done
@@ -54,10 +55,15 @@ experiments() {
   # in ~2000-5000 steps at tau = 0 (noise 10 on the quadratic and 1 on kron-lstsq let no method).
   echo "quadratic-iso|--problem quadratic --dim 32 --kappa 100 --noise 1 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
   echo "kron-iso|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --noise 0.3 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
-  for g in 0.5 0.99; do
+  # Weight prediction from the last step (gamma = 0) over P; gamma = 0.9 is in the main runs.
+  for m in weight-pred rot-cov-bi+weight-pred; do
+    echo "mlp-wp0-$m|$mlp --stages 1,2,4,8,16 --methods $m --wp-gamma 0"
+  done
+  for g in 0 0.25 0.5 0.99; do
     echo "mlp-wpgamma-$g|$mlp --stages 16 --methods weight-pred,rot-cov-bi+weight-pred --wp-gamma $g"
   done
   echo "mlp-nadam-wp|$mlp --stages 16 --methods nesterov+weight-pred,rot-cov-bi+nesterov+weight-pred"
+  echo "mlp-nadam-wp-0.25|$mlp --stages 16 --methods nesterov+weight-pred,rot-cov-bi+nesterov+weight-pred --wp-gamma 0.25"
   for m in nesterov rot-cov-bi+nesterov; do
     echo "mlp-stagemom-$m|$mlp --stages 16 --methods $m --stage-momentum 0.9"
   done
