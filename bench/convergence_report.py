@@ -138,7 +138,10 @@ def main():
     for batch in [8, 16]:
         data = collect(d, "mlp-b%d-" % batch)
         if data:
-            methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-bi+nesterov", "rot-cov-bi+weight-pred"]
+            g0 = collect(d, "mlp-wp0batch-b%d." % batch)
+            data.update({(m + " (γ = 0)", p): v for (m, p), v in g0.items()})
+            methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-bi+nesterov", "rot-cov-bi+weight-pred",
+                                           "rot-cov-bi+weight-pred (γ = 0)"]
                        if (m, 1) in data and (m, 16) in data]
             t, _, _ = table(data, methods, [1, 16], 16000)
             out += ["### MLP pipeline, batch %d (noisier gradients)" % batch, "", t, ""]

@@ -59,6 +59,9 @@ experiments() {
   for m in weight-pred rot-cov-bi+weight-pred; do
     echo "mlp-wp0-$m|$mlp --stages 1,2,4,8,16 --methods $m --wp-gamma 0"
   done
+  for b in 8 16; do
+    echo "mlp-wp0batch-b$b|$mlp --batch $b --stages 1,16 --methods rot-cov-bi+weight-pred --wp-gamma 0"
+  done
   for g in 0 0.25 0.5 0.99; do
     echo "mlp-wpgamma-$g|$mlp --stages 16 --methods weight-pred,rot-cov-bi+weight-pred --wp-gamma $g"
   done
