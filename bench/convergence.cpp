@@ -672,7 +672,6 @@ int main(int argc, char* argv[]) {
       doc["layers"] = shape.layers;
       doc["width"] = shape.width;
       doc["batch"] = shape.batch;
-      doc["kappa"] = kappa;
       doc["teacher_scale"] = shape.teacher_scale;
       doc["init_scale"] = shape.init_scale;
       if (refresh_budget > 0)
@@ -682,8 +681,8 @@ int main(int argc, char* argv[]) {
     } else {
       doc["noise"] = noise;
       doc["noise_shape"] = noise_shape;
-      doc["kappa"] = kappa;
     }
+    doc["kappa"] = kappa;
     if (mo.basis_beta >= 0) doc["basis_beta"] = mo.basis_beta;
     doc["dcasgd_lambda"] = mo.dcasgd_lambda;
     doc["wp_gamma"] = mo.wp_gamma;

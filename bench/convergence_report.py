@@ -44,6 +44,11 @@ def collect(d, prefix, field="iters_to_target"):
 INF = float("inf")
 
 
+def gamma0(data):
+    """The same records labelled as weight prediction from the last step (--wp-gamma 0)."""
+    return {(m + " (γ = 0)", p): v for (m, p), v in data.items()}
+
+
 def median(vals):
     return statistics.median([INF if v is None else v for v in vals])
 
@@ -127,8 +132,7 @@ def main():
              [1, 2, 4, 8, 16], "16-layer residual MLP, stashing on, median of 3 seeds")
     wp0 = collect(d, "mlp-wp0-")
     if wp0 and main_data:
-        g0 = {(m + " (γ = 0)", p): v for (m, p), v in wp0.items()}
-        data = {**main_data, **g0}
+        data = {**main_data, **gamma0(wp0)}
         coord = COORD + ["weight-pred (γ = 0)"]
         methods = [m for m in ["adam", "nesterov", "weight-pred", "weight-pred (γ = 0)", "rot-cov-bi",
                                "rot-cov-bi+weight-pred", "rot-cov-bi+weight-pred (γ = 0)", "rot-cov-bi+nesterov"]
@@ -138,21 +142,20 @@ def main():
     for batch in [8, 16]:
         data = collect(d, "mlp-b%d-" % batch)
         if data:
-            g0 = collect(d, "mlp-wp0batch-b%d." % batch)
-            data.update({(m + " (γ = 0)", p): v for (m, p), v in g0.items()})
+            data.update(gamma0(collect(d, "mlp-wp0batch-b%d." % batch)))
             methods = [m for m in COORD + ["rot-cov-bi", "rot-cov-bi+nesterov", "rot-cov-bi+weight-pred",
                                            "rot-cov-bi+weight-pred (γ = 0)"]
                        if (m, 1) in data and (m, 16) in data]
             t, _, _ = table(data, methods, [1, 16], 16000)
             out += ["### MLP pipeline, batch %d (noisier gradients)" % batch, "", t, ""]
     l32 = collect(d, "mlp-l32-")
-    l32.update({(m + " (γ = 0)", p): v for (m, p), v in collect(d, "mlp-l32wp0-").items()})
+    l32.update(gamma0(collect(d, "mlp-l32wp0-")))
     if l32:
         methods = [m for m in ["adam", "pipedream-lr", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov",
                                "rot-cov-bi+weight-pred (γ = 0)"] if (m, 1) in l32]
         t, _, _ = table(l32, methods, [1, 32], 50000)
         final = collect(d, "mlp-l32-", field="final_loss")
-        final.update({(m + " (γ = 0)", p): v for (m, p), v in collect(d, "mlp-l32wp0-", field="final_loss").items()})
+        final.update(gamma0(collect(d, "mlp-l32wp0-", field="final_loss")))
         lines = ["| method | median f/f0 after the last step at P = 32 | per seed |", "|---|---|---|"]
         for m in methods:
             v = final.get((m, 32), [])

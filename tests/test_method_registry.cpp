@@ -50,6 +50,17 @@ std::pair<std::vector<double>, std::vector<double>> registry_vs_direct(const std
 // The registry's rotated bases: the paper's ordering, refreshed every 2 steps in these tests.
 basis::KroneckerEigen::Hyper paper_basis() { return {.ordering = basis::Ordering::paper, .refresh_every = 2}; }
 
+// The registry's rotated Adam with delay policy Delay at the tests' rate: the paper's basis, eps
+// added before bias correction.
+template <class Delay>
+typename Optimizer<basis::KroneckerEigen, moment::Adam, Delay>::Config rotated_adam_config() {
+  typename Optimizer<basis::KroneckerEigen, moment::Adam, Delay>::Config c;
+  c.basis = paper_basis();
+  c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+  c.schedule.lr = 3e-3;
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("method registry: names build the documented compositions", "[registry]") {
@@ -73,21 +84,15 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
   }
   SECTION("rot-cov-bi+dcasgd: paper ordering, covariance, both sides, DC-ASGD in the basis") {
     using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
-    typename Opt::Config c;
-    c.basis = paper_basis();
-    c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+    auto c = rotated_adam_config<delay::DCASGD>();
     c.delay.lambda = 0.5;
-    c.schedule.lr = 3e-3;
     const auto [a, b] = registry_vs_direct("rot-cov-bi+dcasgd", o, Opt(c));
     CHECK(a == b);
   }
   SECTION("rot-cov-bi+weight-pred: the velocity EMA takes wp_gamma") {
     using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::WeightPrediction>;
-    typename Opt::Config c;
-    c.basis = paper_basis();
-    c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
+    auto c = rotated_adam_config<delay::WeightPrediction>();
     c.delay.gamma = 0.5;
-    c.schedule.lr = 3e-3;
     const auto [a, b] = registry_vs_direct("rot-cov-bi+weight-pred", o, Opt(c));
     CHECK(a == b);
     // The default gamma (0.9) leaves the update alone but predicts other weights.
