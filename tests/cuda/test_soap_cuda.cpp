@@ -91,3 +91,92 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
   CHECK(basis::KroneckerEigen::failures(st_host.basis) == 0);
   CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
 }
+
+namespace {
+
+// Steps with gradients tau steps stale: each update gets the parameters of tau steps ago as the
+// weights the gradient was taken at (the initial ones for the first tau steps).
+template <class T, class Opt>
+std::vector<T> run_delayed_steps(const auto& space, auto params, const std::vector<std::vector<T>>& grads,
+                                 const Opt& opt, int tau) {
+  using E = std::decay_t<decltype(space)>;
+  auto g = ParamSet<T, E>::zeros_like(params);
+  auto st = opt.init(space, params);
+  std::vector<ParamSet<T, E>> history{params.clone(space)};  // history[k]: the weights after k steps
+  for (std::size_t t = 0; t < grads.size(); ++t) {
+    std::size_t off = 0;
+    for (std::size_t b = 0; b < g.num_blocks(); ++b) {
+      auto h = Kokkos::create_mirror_view(g.flat(b));
+      for (std::size_t i = 0; i < h.extent(0); ++i) h(i) = grads[t][off++];
+      Kokkos::deep_copy(space, g.flat(b), h);
+    }
+    const auto& stale = history[t >= static_cast<std::size_t>(tau) ? t - tau : 0];
+    opt.update(space, params, g, st, {.tau = tau}, &stale);
+    history.push_back(params.clone(space));
+  }
+  space.fence();
+  return delayopt::test::host_values(params);
+}
+
+// The largest |host - cuda| after `steps` delayed steps of opt from the same inputs.
+template <class T, class Opt>
+double host_vs_cuda_delayed(const Opt& opt, const std::vector<BlockShape>& shapes, unsigned steps, int tau) {
+  ParamSet<T, Host> ph(shapes);
+  delayopt::test::fill_random(Host(), ph, 7);
+  std::vector<std::vector<T>> grads;
+  for (unsigned t = 0; t < steps; ++t) {
+    ParamSet<T, Host> g(shapes);
+    delayopt::test::fill_random(Host(), g, 300 + t);
+    grads.push_back(delayopt::test::host_values(g));
+  }
+  ParamSet<T, Dev> pd(shapes);
+  for (std::size_t b = 0; b < shapes.size(); ++b) Kokkos::deep_copy(pd.flat(b), ph.flat(b));
+  const auto host = run_delayed_steps<T>(Host(), ph.clone(Host()), grads, opt, tau);
+  const auto dev = run_delayed_steps<T>(Dev(), pd, grads, opt, tau);
+  double worst = 0;
+  for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
+  return worst;
+}
+
+}  // namespace
+
+// NAdam (its mu-product loop runs per team on the device) and every delay policy, in the coordinate
+// basis and inside the eigenbasis, with tau = 3: the device kernels must follow the host's.
+TEMPLATE_TEST_CASE("CUDA NAdam and delay policies match the host", "[cuda][delay]", float, double) {
+  using T = TestType;
+  constexpr bool dbl = std::is_same_v<T, double>;
+  const char* type = dbl ? "double" : "float";
+  const std::vector<BlockShape> flat{{"W", 2, 64, 128}, {"b", 1, 1000}};
+  const std::vector<BlockShape> square{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
+  const schedule::Constant lr{.lr = 1e-2};
+  const auto check = [&](const char* what, double worst, double tol) {
+    std::printf("%s %s, tau = 3: max |host - cuda| = %.3e\n", type, what, worst);
+    CHECK(worst <= tol);
+  };
+  const double tol = dbl ? 1e-12 : 1e-5;
+  // 120 steps: past the ~55 factors after which the mu product drops below its 2^-54 cut-off.
+  check("NAdam", host_vs_cuda_delayed<T>(NAdam({.schedule = lr}), flat, 120, 3), tol);
+  using AdamNesterov = Optimizer<basis::Identity, moment::Adam, delay::Nesterov>;
+  using AdamWP = Optimizer<basis::Identity, moment::Adam, delay::WeightPrediction>;
+  using AdamLR = Optimizer<basis::Identity, moment::Adam, delay::StageLRDiscount>;
+  using AdamDC = Optimizer<basis::Identity, moment::Adam, delay::DCASGD>;
+  check("Adam + delay::Nesterov", host_vs_cuda_delayed<T>(AdamNesterov({.schedule = lr}), flat, 20, 3), tol);
+  check("Adam + delay::WeightPrediction", host_vs_cuda_delayed<T>(AdamWP({.schedule = lr}), flat, 20, 3), tol);
+  check("Adam + delay::StageLRDiscount",
+        host_vs_cuda_delayed<T>(AdamLR({.delay = {.anneal_steps = 10}, .schedule = lr}), flat, 20, 3), tol);
+  check("Adam + delay::DCASGD",
+        host_vs_cuda_delayed<T>(AdamDC({.delay = {.lambda = 1.0}, .schedule = lr}), flat, 20, 3), tol);
+  // Rotated: square blocks (full-rank first factors, see above), refresh every 5, lr 1e-3.
+  using RotDC = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
+  using RotWP = Optimizer<basis::KroneckerEigen, moment::Adam, delay::WeightPrediction>;
+  const double rot_tol = dbl ? 1e-10 : 1e-3;
+  const basis::KroneckerEigen::Hyper every5{.refresh_every = 5};
+  check("rotated NAdam",
+        host_vs_cuda_delayed<T>(RotatedNAdam({.basis = every5, .schedule = {.lr = 1e-3}}), square, 25, 3), rot_tol);
+  check("rotated Adam + DCASGD in the basis",
+        host_vs_cuda_delayed<T>(RotDC({.basis = every5, .delay = {.lambda = 1.0}, .schedule = {.lr = 1e-3}}), square,
+                                25, 3),
+        rot_tol);
+  check("rotated Adam + weight prediction",
+        host_vs_cuda_delayed<T>(RotWP({.basis = every5, .schedule = {.lr = 1e-3}}), square, 25, 3), rot_tol);
+}
