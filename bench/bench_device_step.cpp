@@ -17,6 +17,10 @@
 // triad_GBps in 10^9 B/s; triad_ratio = Adam's bandwidth / a STREAM triad's (a = b + s c, 3 * sizeof(T)
 // B/elem, no write-allocate) on N elements of the same type, run interleaved with the steps.
 //
+// BM_DeviceNAdamStep: the same for NAdam (fp32 checked and unchecked), whose coefficients add a loop of
+// ~100 dependent multiplies (the mu product) evaluated by every thread of a team at its chunk's start:
+// its triad_ratio against Adam's, side by side in one run, is that loop's cost.
+//
 // BM_DeviceSOAPStep: fp32 two-sided SOAP, 10 consecutive updates (one refresh) per iteration, reported
 // per step, as BM_SOAPStep in bench_soap_step.cpp. gemm_bound_s = the step's GEMM-class flops / the GEMM
 // rate measured in this run on the step's shapes (cuBLAS SGEMM through the library's handle on CUDA,
@@ -69,8 +73,8 @@ void fill_uniform(const V& v, Pool& pool, double lo, double hi) {
 
 /// Times update() and, interleaved with it, a triad on N elements, so that clock and noise changes hit
 /// both; only the Adam time is the iteration time.
-template <class T>
-void BM_DeviceAdamStep(benchmark::State& state, NonFinitePolicy policy) {
+template <class Opt, class T>
+void BM_DeviceMomentStep(benchmark::State& state, NonFinitePolicy policy) {
   E space;
   std::vector<delayopt::BlockShape> shapes;
   for (std::int64_t b = 0; b < state.range(0); ++b) {
@@ -85,14 +89,16 @@ void BM_DeviceAdamStep(benchmark::State& state, NonFinitePolicy policy) {
     fill_uniform(params.flat(b), pool, -1, 1);
     fill_uniform(grads.flat(b), pool, -1e-3, 1e-3);
   }
-  const delayopt::Adam opt({.schedule = {.lr = 1e-3}, .nonfinite = policy});
+  const Opt opt({.schedule = {.lr = 1e-3}, .nonfinite = policy});
   auto opt_state = opt.init(space, params);
   const auto n = static_cast<std::int64_t>(params.total_size());
   // Three warm-up pairs: first-touch page faults and OpenMP start-up on host; module loading and
-  // clock ramp on CUDA.
+  // clock ramp on CUDA. NAdam's mu-product loop grows with the step up to ~100 factors: 128 warm-up
+  // steps time it at full length.
+  const int warmups = std::is_same_v<Opt, delayopt::NAdam> ? 128 : 3;
   const auto r =
-      delayopt::bench::adam_vs_triad<T>(state, space, n, 3, [&] { opt.update(space, params, grads, opt_state); });
-  if (delayopt::Adam::skipped_steps(opt_state) != 0) state.SkipWithError("a step was skipped: non-finite gradient");
+      delayopt::bench::adam_vs_triad<T>(state, space, n, warmups, [&] { opt.update(space, params, grads, opt_state); });
+  if (Opt::skipped_steps(opt_state) != 0) state.SkipWithError("a step was skipped: non-finite gradient");
   state.counters["adam_GBps"] = r.adam_rate / 1e9;
   state.counters["triad_GBps"] = r.triad_rate / 1e9;
   state.counters["triad_ratio"] = r.adam_rate / r.triad_rate;
@@ -244,17 +250,23 @@ void register_soap() {
 void register_adam() {
   // 16M and 64M elements in one block (M = 2^20), and 256 blocks of 64Ki: one launch must cover them all.
   const std::vector<std::pair<std::int64_t, std::int64_t>> sets{{1, 1 << 24}, {1, 1 << 26}, {256, 1 << 16}};
-  const auto add = [&](const char* type, const char* check, auto fn, NonFinitePolicy policy) {
+  const auto add = [&](const char* type, const char* check, auto fn, NonFinitePolicy policy,
+                       const std::string& bench = "BM_DeviceAdamStep/") {
     for (auto [blocks, size] : sets)
-      benchmark::RegisterBenchmark(("BM_DeviceAdamStep/" + std::string(type) + "/" + check).c_str(), fn, policy)
+      benchmark::RegisterBenchmark((bench + type + "/" + check).c_str(), fn, policy)
           ->Args({blocks, size})
           ->ArgNames({"blocks", "n"})
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
   };
-  add("fp32", "checked", BM_DeviceAdamStep<float>, NonFinitePolicy::skip_step);
-  add("fp32", "unchecked", BM_DeviceAdamStep<float>, NonFinitePolicy::unchecked);
-  add("fp64", "checked", BM_DeviceAdamStep<double>, NonFinitePolicy::skip_step);
+  using delayopt::Adam, delayopt::NAdam;
+  add("fp32", "checked", BM_DeviceMomentStep<Adam, float>, NonFinitePolicy::skip_step);
+  add("fp32", "unchecked", BM_DeviceMomentStep<Adam, float>, NonFinitePolicy::unchecked);
+  add("fp64", "checked", BM_DeviceMomentStep<Adam, double>, NonFinitePolicy::skip_step);
+  // NAdam streams the same bytes; its coefficients add the mu-product loop (~90 factors once the
+  // run is past ~100 steps), which every thread of a team evaluates at the chunk's start.
+  add("fp32", "checked", BM_DeviceMomentStep<NAdam, float>, NonFinitePolicy::skip_step, "BM_DeviceNAdamStep/");
+  add("fp32", "unchecked", BM_DeviceMomentStep<NAdam, float>, NonFinitePolicy::unchecked, "BM_DeviceNAdamStep/");
 }
 
 std::string device_name() {

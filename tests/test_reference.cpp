@@ -76,7 +76,7 @@ TEMPLATE_LIST_TEST_CASE("Adam and AdamW reproduce torch 1.13 for all 50 steps", 
 }
 
 // torch's NAdam with its momentum-decay schedule (tests/data/make_nadam_reference.py). quad__nadam
-// runs 150 steps, past the point where moment::NAdam stops multiplying mu_i (product < 1e-30).
+// runs 150 steps, past the point where moment::NAdam stops multiplying mu_i (product < 2^-54, ~55 steps).
 TEMPLATE_LIST_TEST_CASE("NAdam reproduces torch's NAdam (momentum decay, L2)", "[reference][nadam]",
                         delayopt::test::all_cases) {
   using T = typename TestType::value;
@@ -92,10 +92,17 @@ TEST_CASE("NAdam's mu product: torch's running product, and the early stop chang
   for (std::int64_t t = 1; t <= 400; ++t) {
     running *= h.beta1 * (1.0 - 0.5 * std::pow(0.96, static_cast<double>(t) * h.momentum_decay));
     const double p = NAdam::mu_product(h, t);
-    if (running >= 1e-29)
+    const double mu_next = NAdam::mu(h, static_cast<double>(t + 1));
+    if (p >= 0x1p-54) {
       REQUIRE(std::abs(p - running) <= 1e-12 * running);  // q^i by repeated products: ~i ulp each
-    else
-      REQUIRE((p < 1e-29 && 1.0 - p == 1.0));  // stopped near 1e-30: what the update uses is exact
+    } else {
+      // Stopped: what the update uses, 1 - product and 1 - product mu_{t+1}, is exactly 1 for the
+      // truncated product and the full one alike.
+      REQUIRE(running < 0x1p-54 * (1 + 1e-9));
+      REQUIRE((1.0 - p == 1.0 && 1.0 - p * mu_next == 1.0));
+      REQUIRE((1.0 - running == 1.0 && 1.0 - running * mu_next == 1.0));
+    }
+    if (t == 60) CHECK(p < 0x1p-54);  // the loop is ~55 factors long, not ~100
   }
   const auto late = NAdam::coeffs<double>(h, 1e-3, 100000);
   const double mu_t = NAdam::mu(h, 100000.0), mu_next = NAdam::mu(h, 100001.0);
