@@ -21,12 +21,7 @@ auto run_steps(const auto& space, auto params, const std::vector<std::vector<T>>
   auto g = ParamSet<T, E>::zeros_like(params);
   auto st = opt.init(space, params);
   for (const auto& gh : grads) {
-    std::size_t off = 0;
-    for (std::size_t b = 0; b < g.num_blocks(); ++b) {
-      auto h = Kokkos::create_mirror_view(g.flat(b));
-      for (std::size_t i = 0; i < h.extent(0); ++i) h(i) = gh[off++];
-      Kokkos::deep_copy(space, g.flat(b), h);
-    }
+    delayopt::test::set_values(space, g, gh);
     opt.update(space, params, g, st);
   }
   space.fence();
@@ -50,7 +45,7 @@ TEMPLATE_TEST_CASE("CUDA checked and clipped Adam matches the host", "[cuda][ada
   }
   grads[3][12345] = std::numeric_limits<T>::quiet_NaN();  // step 4 is skipped, on both
   ParamSet<T, Dev> pd(shapes);
-  for (std::size_t b = 0; b < shapes.size(); ++b) Kokkos::deep_copy(pd.flat(b), ph.flat(b));
+  delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const Adam opt({.schedule = {.lr = 1e-2}, .clip_global_norm = 10.0});  // the norm is ~700: clipped
   const auto [host, st_host] = run_steps<T>(Host(), ph.clone(Host()), grads, opt);
   const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
@@ -78,7 +73,7 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
     grads.push_back(delayopt::test::host_values(g));
   }
   ParamSet<T, Dev> pd(shapes);
-  for (std::size_t b = 0; b < shapes.size(); ++b) Kokkos::deep_copy(pd.flat(b), ph.flat(b));
+  delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const SOAP opt({.basis = {.refresh_every = 5}, .schedule = {.lr = 1e-3}});
   const auto [host, st_host] = run_steps<T>(Host(), ph.clone(Host()), grads, opt);
   const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
@@ -104,12 +99,7 @@ std::vector<T> run_delayed_steps(const auto& space, auto params, const std::vect
   auto st = opt.init(space, params);
   std::vector<ParamSet<T, E>> history{params.clone(space)};  // history[k]: the weights after k steps
   for (std::size_t t = 0; t < grads.size(); ++t) {
-    std::size_t off = 0;
-    for (std::size_t b = 0; b < g.num_blocks(); ++b) {
-      auto h = Kokkos::create_mirror_view(g.flat(b));
-      for (std::size_t i = 0; i < h.extent(0); ++i) h(i) = grads[t][off++];
-      Kokkos::deep_copy(space, g.flat(b), h);
-    }
+    delayopt::test::set_values(space, g, grads[t]);
     const auto& stale = history[t >= static_cast<std::size_t>(tau) ? t - tau : 0];
     opt.update(space, params, g, st, {.tau = tau}, &stale);
     history.push_back(params.clone(space));
@@ -130,7 +120,7 @@ double host_vs_cuda_delayed(const Opt& opt, const std::vector<BlockShape>& shape
     grads.push_back(delayopt::test::host_values(g));
   }
   ParamSet<T, Dev> pd(shapes);
-  for (std::size_t b = 0; b < shapes.size(); ++b) Kokkos::deep_copy(pd.flat(b), ph.flat(b));
+  delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const auto host = run_delayed_steps<T>(Host(), ph.clone(Host()), grads, opt, tau);
   const auto dev = run_delayed_steps<T>(Dev(), pd, grads, opt, tau);
   double worst = 0;

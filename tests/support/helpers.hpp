@@ -42,6 +42,18 @@ void fill_random(const E& space, ParamSet<T, E>& set, unsigned seed, double scal
   space.fence();
 }
 
+/// The inverse of host_values: every block of `set`, in order, from one flat host vector.
+template <class T, class E>
+void set_values(const E& space, ParamSet<T, E>& set, const std::vector<T>& flat) {
+  std::size_t off = 0;
+  for (std::size_t b = 0; b < set.num_blocks(); ++b) {
+    auto h = Kokkos::create_mirror_view(set.flat(b));
+    for (std::size_t i = 0; i < h.extent(0); ++i) h(i) = flat.at(off++);
+    Kokkos::deep_copy(space, set.flat(b), h);
+  }
+  space.fence();  // the host mirrors must outlive the copies
+}
+
 template <class T, class E>
 void set_value(const E& space, ParamSet<T, E>& set, std::size_t block, std::size_t i, T value) {
   auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), set.flat(block));
