@@ -18,7 +18,7 @@
 // B/elem, no write-allocate) on N elements of the same type, run interleaved with the steps.
 //
 // BM_DeviceNAdamStep: the same for NAdam (fp32 checked and unchecked), whose coefficients add a loop of
-// ~100 dependent multiplies (the mu product) evaluated by every thread of a team at its chunk's start:
+// ~55 dependent multiplies (the mu product) evaluated by every thread of a team at its chunk's start:
 // its triad_ratio against Adam's, side by side in one run, is that loop's cost.
 //
 // BM_DeviceSOAPStep: fp32 two-sided SOAP, 10 consecutive updates (one refresh) per iteration, reported
@@ -93,7 +93,7 @@ void BM_DeviceMomentStep(benchmark::State& state, NonFinitePolicy policy) {
   auto opt_state = opt.init(space, params);
   const auto n = static_cast<std::int64_t>(params.total_size());
   // Three warm-up pairs: first-touch page faults and OpenMP start-up on host; module loading and
-  // clock ramp on CUDA. NAdam's mu-product loop grows with the step up to ~100 factors: 128 warm-up
+  // clock ramp on CUDA. NAdam's mu-product loop grows with the step up to ~55 factors: 128 warm-up
   // steps time it at full length.
   const int warmups = std::is_same_v<Opt, delayopt::NAdam> ? 128 : 3;
   const auto r =
@@ -263,8 +263,8 @@ void register_adam() {
   add("fp32", "checked", BM_DeviceMomentStep<Adam, float>, NonFinitePolicy::skip_step);
   add("fp32", "unchecked", BM_DeviceMomentStep<Adam, float>, NonFinitePolicy::unchecked);
   add("fp64", "checked", BM_DeviceMomentStep<Adam, double>, NonFinitePolicy::skip_step);
-  // NAdam streams the same bytes; its coefficients add the mu-product loop (~90 factors once the
-  // run is past ~100 steps), which every thread of a team evaluates at the chunk's start.
+  // NAdam streams the same bytes; its coefficients add the mu-product loop (~55 factors once the
+  // run is past ~55 steps), which every thread of a team evaluates at the chunk's start.
   add("fp32", "checked", BM_DeviceMomentStep<NAdam, float>, NonFinitePolicy::skip_step, "BM_DeviceNAdamStep/");
   add("fp32", "unchecked", BM_DeviceMomentStep<NAdam, float>, NonFinitePolicy::unchecked, "BM_DeviceNAdamStep/");
 }
