@@ -162,6 +162,26 @@ def main():
             if v:
                 lines.append("| %s | %.3f | %s |" % (m, statistics.median(v), ", ".join("%.3f" % x for x in v)))
         out += ["### MLP pipeline, 32 layers, P = 32", "", t, "", "\n".join(lines), ""]
+        # The coordinate methods' P = 32 counts from their 150000-step runs (one file per seed).
+        long_iters = collect(d, "mlp-l32long-")
+        if long_iters:
+            long_lr = collect(d, "mlp-l32long-", field="lr")
+            merged = dict(l32)
+            merged.update(long_iters)
+            t, _, _ = table(merged, [m for m in methods if m not in COORD or (m, 32) in long_iters], [1, 32], 150000,
+                            coord=[m for m in COORD if (m, 32) in long_iters])
+            long_final = collect(d, "mlp-l32long-", field="final_loss")
+            lines = ["| method | P = 32 iterations per seed | best lr per seed |", "|---|---|---|"]
+            for m in ["adam", "pipedream-lr", "nesterov"]:
+                if (m, 32) in long_iters:
+                    its = long_iters[(m, 32)]
+                    missed = [f for v, f in zip(its, long_final[(m, 32)]) if v is None]
+                    lines.append("| %s | %s%s | %s |" % (
+                        m, ", ".join(fmt(INF if v is None else v, 150000) for v in its),
+                        " (f/f0 %s)" % ", ".join("%.3f" % f for f in missed) if missed else "",
+                        ", ".join("%.3g" % x for x in long_lr[(m, 32)])))
+            out += ["### MLP pipeline, 32 layers, P = 32, coordinate methods run to 150000 steps", "", t, "",
+                    "\n".join(lines), ""]
     nostash = collect(d, "mlp-nostash-")
     if nostash and main_data:
         lines = ["| method | P = 4 on | P = 4 off | P = 16 on | P = 16 off |", "|---|---|---|---|---|"]
