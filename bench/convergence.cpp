@@ -513,6 +513,9 @@ int main(int argc, char* argv[]) {
                  "mlp, NAdam methods: per-stage beta1 = BASE + tau_s (0.99 - BASE) / P (AsyncPP's adaptive "
                  "momentum; 0: beta1 0.99 everywhere)")
       ->check(CLI::Range(0.0, 0.99));
+  app.add_option("--nadam-beta1", mo.nadam_beta1, "NAdam methods: beta1, in [0, 1) (default 0.99)")
+      ->check(CLI::Range(0.0, 0.9999))
+      ->excludes("--stage-momentum");
   app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -687,6 +690,7 @@ int main(int argc, char* argv[]) {
     doc["dcasgd_lambda"] = mo.dcasgd_lambda;
     doc["wp_gamma"] = mo.wp_gamma;
     if (stage_momentum > 0) doc["stage_momentum"] = stage_momentum;
+    if (mo.nadam_beta1 >= 0) doc["nadam_beta1"] = mo.nadam_beta1;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

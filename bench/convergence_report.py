@@ -238,7 +238,7 @@ def main():
         out += ["### Weight prediction's gamma at P = 16 (median iterations)", "",
                 "| gamma | weight-pred | rot-cov-bi+weight-pred |", "|---|---|---|"] + rows + [""]
     rows = []
-    for g, name in [("0.9", "mlp-nadam-wp."), ("0.25", "mlp-nadam-wp-0.25.")]:
+    for g, name in [("0.9", "mlp-nadam-wp."), ("0.25", "mlp-nadam-wp-0.25."), ("0", "mlp-nadam-wp0.")]:
         data = collect(d, name)
         for m, base in [("nesterov+weight-pred", "nesterov"),
                         ("rot-cov-bi+nesterov+weight-pred", "rot-cov-bi+nesterov")]:
@@ -250,6 +250,32 @@ def main():
         out += ["### NAdam with weight prediction at P = 16", "",
                 "| method | gamma | without prediction | with prediction | per seed |", "|---|---|---|---|---|"] + \
             rows + [""]
+    # NAdam's beta1 (0.99 in the main runs), and prediction with gamma = 0 on top of beta1 0.995.
+    betas = [(b, main_data if b == "0.99" else collect(d, "mlp-nadambeta-%s." % b))
+             for b in ["0.98", "0.99", "0.995", "0.999"]]
+    betas = [(b, data) for b, data in betas if data and ("nesterov", 16) in data]
+    if betas:
+        best = min(median(data[("nesterov", 16)]) for _, data in betas)
+        lines = ["| method | beta1 | P = 1 | P = 16 | slowdown P=16 | % fewer than the best NAdam at P=16 | per seed at 16 |",
+                 "|---|---|---|---|---|---|---|"]
+        for m in ["nesterov", "rot-cov-bi+nesterov"]:
+            for b, data in betas:
+                if (m, 1) in data and (m, 16) in data:
+                    t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
+                    lines.append("| %s | %s | %s | %s | %.1f× | %s | %s |" % (
+                        m, b, fmt(t1), fmt(t16), t16 / t1, pct(t16, best),
+                        ", ".join(fmt(x if x else INF) for x in data[(m, 16)])))
+        m = "rot-cov-bi+nesterov+weight-pred"
+        for b, name, p1 in [("0.99", "mlp-nadam-wp0.", "mlp-nadam-wp0-p1."), ("0.995", "mlp-nadam-wp0-beta0.995.", None)]:
+            wp = collect(d, name)
+            if wp and (m, 16) in wp:
+                t16 = median(wp[(m, 16)])
+                one = collect(d, p1) if p1 else {}
+                t1 = median(one[(m, 1)]) if (m, 1) in one else None
+                lines.append("| %s (γ = 0) | %s | %s | %s | %s | %s | %s |" % (
+                    m, b, fmt(t1) if t1 else "", fmt(t16), "%.1f×" % (t16 / t1) if t1 else "", pct(t16, best),
+                    ", ".join(fmt(x if x else INF) for x in wp[(m, 16)])))
+        out += ["### NAdam's beta1 at P = 16", "", "\n".join(lines), ""]
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
     if scale_docs:

@@ -77,6 +77,13 @@ experiments() {
   for m in nesterov rot-cov-bi+nesterov; do
     echo "mlp-stagemom-$m|$mlp --stages 16 --methods $m --stage-momentum 0.9"
   done
+  # NAdam's beta1 (0.99 elsewhere), in the coordinate basis and in the rotated one.
+  for b in 0.98 0.995 0.999; do
+    echo "mlp-nadambeta-$b|$mlp --stages 1,16 --methods nesterov,rot-cov-bi+nesterov --nadam-beta1 $b"
+  done
+  echo "mlp-nadam-wp0|$mlp --stages 16 --methods nesterov+weight-pred,rot-cov-bi+nesterov+weight-pred --wp-gamma 0"
+  echo "mlp-nadam-wp0-p1|$mlp --stages 1 --methods rot-cov-bi+nesterov+weight-pred --wp-gamma 0"
+  echo "mlp-nadam-wp0-beta0.995|$mlp --stages 16 --methods rot-cov-bi+nesterov+weight-pred --wp-gamma 0 --nadam-beta1 0.995"
   # Problem scales (teacher and initial student weights), one seed: does the picture depend on them?
   for ts_is in 1_1 1_0.25 1_0 0.5_0.5 1.5_1; do
     echo "mlp-scale-t${ts_is%_*}-i${ts_is#*_}|--problem mlp --seeds 1 --max-iters 16000 --stages 1,16 --teacher-scale ${ts_is%_*} --init-scale ${ts_is#*_} --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov"
