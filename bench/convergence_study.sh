@@ -5,7 +5,7 @@
 #
 #   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
 #
-# then bench/convergence_report.py OUT renders the tables and PNGs. ~3.5 hours on 2 cores (P = 32: half).
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~4 hours on 2 cores (P = 32: half).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build/default/bench/delayopt_convergence}
@@ -36,6 +36,13 @@ experiments() {
     echo "mlp-l32-$m|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --methods $m"
   done
   echo "mlp-l32wp0-rot-cov-bi+weight-pred|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods rot-cov-bi+weight-pred"
+  # Prediction from the last step with NAdam in the basis (the best combination at P = 16) and, as
+  # baselines, with Adam and NAdam in the coordinate basis; one job per seed.
+  for m in rot-cov-bi+nesterov+weight-pred weight-pred nesterov+weight-pred; do
+    for s in 1 2 3; do
+      echo "mlp-l32wp0-$m-s$s|--problem mlp --seeds $s --max-iters 50000 --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods $m"
+    done
+  done
   # The coordinate methods miss the 50000 cap at P = 32: their own counts with 150000 steps, one job
   # per seed, on the five quarter-decade rates around the 50000-step runs' best (1e-4).
   for m in adam pipedream-lr nesterov; do
