@@ -137,7 +137,8 @@ def main():
         data = {**main_data, **gamma0(wp0)}
         coord = COORD + ["weight-pred (γ = 0)"]
         methods = [m for m in ["adam", "nesterov", "weight-pred", "weight-pred (γ = 0)", "rot-cov-bi",
-                               "rot-cov-bi+weight-pred", "rot-cov-bi+weight-pred (γ = 0)", "rot-cov-bi+nesterov"]
+                               "rot-cov-bi+weight-pred", "rot-cov-bi+weight-pred (γ = 0)", "rot-cov-bi+nesterov",
+                               "rot-cov-bi+nesterov+weight-pred (γ = 0)"]
                    if (m, 1) in data]
         t, _, _ = table(data, methods, [1, 2, 4, 8, 16], 16000, coord=coord)
         out += ["### Weight prediction with gamma = 0 (the last step as the velocity), MLP, P = 1 ... 16", "", t, ""]

@@ -70,7 +70,7 @@ experiments() {
   echo "quadratic-iso|--problem quadratic --dim 32 --kappa 100 --noise 1 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
   echo "kron-iso|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --noise 0.3 --noise-shape isotropic --tau 0,4,16,32 --target 1e-2 $single"
   # Weight prediction from the last step (gamma = 0) over P; gamma = 0.9 is in the main runs.
-  for m in weight-pred rot-cov-bi+weight-pred; do
+  for m in weight-pred rot-cov-bi+weight-pred rot-cov-bi+nesterov+weight-pred; do
     echo "mlp-wp0-$m|$mlp --stages 1,2,4,8,16 --methods $m --wp-gamma 0"
   done
   for b in 8 16; do
