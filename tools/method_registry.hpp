@@ -20,8 +20,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -189,14 +191,22 @@ AnyMethod<T, Space> with_delay(const std::string& delay_name, const typename Bas
   throw std::invalid_argument("unknown delay compensation '" + delay_name + "' (known: " + kCompensations + ")");
 }
 
-/// `comp`: "", one compensation, or "nesterov+<delay policy>" (NAdam as the moment with that delay).
+/// The delay policy's name in "nesterov+<delay policy>" (NAdam as the moment with that delay);
+/// nullopt for any other form.
+inline std::optional<std::string> nadam_delay(const std::string& comp) {
+  constexpr std::string_view prefix = "nesterov+";
+  if (!comp.starts_with(prefix)) return std::nullopt;
+  return comp.substr(prefix.size());
+}
+
+/// `comp`: "", one compensation, or "nesterov+<delay policy>".
 template <class Basis, class T, class Space>
 AnyMethod<T, Space> with_compensation(const std::string& comp, const typename Basis::Hyper& basis,
                                       const MethodOptions& o, const Space& space, const ParamSet<T, Space>& params,
                                       bool soap_defaults = false) {
   if (comp == "nesterov") return with_delay<Basis, moment::NAdam>("", basis, o, space, params, false);
-  if (comp.starts_with("nesterov+"))
-    return with_delay<Basis, moment::NAdam>(comp.substr(9), basis, o, space, params, false);
+  if (const auto delay_name = nadam_delay(comp))
+    return with_delay<Basis, moment::NAdam>(*delay_name, basis, o, space, params, false);
   return with_delay<Basis, moment::Adam>(comp, basis, o, space, params, soap_defaults);
 }
 
@@ -214,9 +224,8 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   };
   const auto is_delay = [](const std::string& c) { return c == "pipedream-lr" || c == "dcasgd" || c == "weight-pred"; };
   // comp: empty, a compensation, or nesterov+<delay compensation>.
-  if (!comp.empty() && comp != "nesterov" && !is_delay(comp) &&
-      !(comp.starts_with("nesterov+") && is_delay(comp.substr(9))))
-    throw unknown();
+  const auto nadam_comp = detail::nadam_delay(comp);
+  if (!comp.empty() && comp != "nesterov" && !is_delay(comp) && !(nadam_comp && is_delay(*nadam_comp))) throw unknown();
   const basis::Identity::Hyper id{};
   if (base == "adam" && comp.empty()) return detail::with_compensation<basis::Identity>("", id, o, space, params);
   if (comp.empty() && (base == "nesterov" || is_delay(base)))
