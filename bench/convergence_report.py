@@ -59,6 +59,11 @@ def fmt(x, cap=16000):
     return ">%d" % cap if x == INF else "%d" % round(x)
 
 
+def per_seed(vals, cap=16000):
+    """The seeds' iteration counts, ">cap" for a run that missed the target."""
+    return ", ".join(fmt(INF if v is None else v, cap) for v in vals)
+
+
 def pct(method, best):
     if best == INF or method == INF:
         return "n/a"
@@ -185,7 +190,7 @@ def main():
                     its = long_iters[(m, 32)]
                     missed = [f for v, f in zip(its, long_final[(m, 32)]) if v is None]
                     lines.append("| %s | %s%s | %s |" % (
-                        m, ", ".join(fmt(INF if v is None else v, 150000) for v in its),
+                        m, per_seed(its, 150000),
                         " (f/f0 %s)" % ", ".join("%.3f" % f for f in missed) if missed else "",
                         ", ".join("%.3g" % x for x in long_lr[(m, 32)])))
             out += ["### MLP pipeline, 32 layers, P = 32, coordinate methods run to 150000 steps", "", t, "",
@@ -213,7 +218,7 @@ def main():
         data = collect(d, "mlp-budget-%s." % s)
         if data:
             v = data[("rot-cov-bi", 16)]
-            rows.append("| %s | %s | %s |" % (s, fmt(median(v)), ", ".join(fmt(x if x else INF) for x in v)))
+            rows.append("| %s | %s | %s |" % (s, fmt(median(v)), per_seed(v)))
     if rows:
         out += ["### Refresh budget split, rot-cov-bi at P = 16 (64 refreshes per 160 steps)", "",
                 "| split | median iterations | per seed |", "|---|---|---|"] + rows + [""]
@@ -232,7 +237,7 @@ def main():
         if data and (m, 16) in data and main_data and (m, 16) in main_data:
             v = data[(m, 16)]
             rows.append("| %s | %s | %s | %s |" % (m, fmt(median(main_data[(m, 16)])), fmt(median(v)),
-                                                   ", ".join(fmt(x if x else INF) for x in v)))
+                                                   per_seed(v)))
     if rows:
         out += ["### Per-stage momentum (beta1 = 0.9 + tau_s (0.99 - 0.9) / P) at P = 16", "",
                 "| method | beta1 0.99 everywhere | per-stage beta1 | per seed |", "|---|---|---|---|"] + rows + [""]
@@ -253,7 +258,7 @@ def main():
             if data and (m, 16) in data and main_data and (base, 16) in main_data:
                 v = data[(m, 16)]
                 rows.append("| %s | %s | %s | %s | %s |" % (m, g, fmt(median(main_data[(base, 16)])), fmt(median(v)),
-                                                            ", ".join(fmt(x if x else INF) for x in v)))
+                                                            per_seed(v)))
     if rows:
         out += ["### NAdam with weight prediction at P = 16", "",
                 "| method | gamma | without prediction | with prediction | per seed |", "|---|---|---|---|---|"] + \
@@ -272,7 +277,7 @@ def main():
                     t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
                     lines.append("| %s | %s | %s | %s | %.1f× | %s | %s |" % (
                         m, b, fmt(t1), fmt(t16), t16 / t1, pct(t16, best),
-                        ", ".join(fmt(x if x else INF) for x in data[(m, 16)])))
+                        per_seed(data[(m, 16)])))
         m = "rot-cov-bi+nesterov+weight-pred"
         for b, name, p1 in [("0.99", "mlp-nadam-wp0.", "mlp-nadam-wp0-p1."), ("0.995", "mlp-nadam-wp0-beta0.995.", None)]:
             wp = collect(d, name)
@@ -282,7 +287,7 @@ def main():
                 t1 = median(one[(m, 1)]) if (m, 1) in one else None
                 lines.append("| %s (γ = 0) | %s | %s | %s | %s | %s | %s |" % (
                     m, b, fmt(t1) if t1 else "", fmt(t16), "%.1f×" % (t16 / t1) if t1 else "", pct(t16, best),
-                    ", ".join(fmt(x if x else INF) for x in wp[(m, 16)])))
+                    per_seed(wp[(m, 16)])))
         out += ["### NAdam's beta1 at P = 16", "", "\n".join(lines), ""]
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
