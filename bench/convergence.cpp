@@ -516,6 +516,12 @@ int main(int argc, char* argv[]) {
   app.add_option("--nadam-beta1", mo.nadam_beta1, "NAdam methods: beta1, in [0, 1) (default 0.99)")
       ->check(CLI::Range(0.0, 0.9999))
       ->excludes("--stage-momentum");
+  app.add_option("--nadam-momentum-decay", mo.nadam_momentum_decay,
+                 "NAdam methods: psi of torch's look-ahead mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), in [0, 1] "
+                 "(default 0.004)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--adam-beta1", mo.adam_beta1, "Adam methods: beta1, in [0, 1) (default 0.9)")
+      ->check(CLI::Range(0.0, 0.9999));
   app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -691,6 +697,8 @@ int main(int argc, char* argv[]) {
     doc["wp_gamma"] = mo.wp_gamma;
     if (stage_momentum > 0) doc["stage_momentum"] = stage_momentum;
     if (mo.nadam_beta1 >= 0) doc["nadam_beta1"] = mo.nadam_beta1;
+    if (mo.nadam_momentum_decay >= 0) doc["nadam_momentum_decay"] = mo.nadam_momentum_decay;
+    if (mo.adam_beta1 >= 0) doc["adam_beta1"] = mo.adam_beta1;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

@@ -48,6 +48,10 @@ struct MethodOptions {
   bool rotate_vectors = false;
   /// NAdam methods (nesterov, <rotated>+nesterov): beta1; < 0 keeps the default 0.99.
   double nadam_beta1 = -1.0;
+  /// NAdam methods: psi of torch's look-ahead schedule; < 0 keeps the default 0.004.
+  double nadam_momentum_decay = -1.0;
+  /// Adam methods: beta1; < 0 keeps the default (0.9).
+  double adam_beta1 = -1.0;
   /// DC-ASGD's lambda.
   double dcasgd_lambda = 0.04;
   /// Weight prediction: EMA factor of the weight velocity.
@@ -165,8 +169,10 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
   if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) c.delay.gamma = o.wp_gamma;
-  if constexpr (std::is_same_v<Moment, moment::NAdam>)
+  if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
+    if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
+  }
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
     if constexpr (!Basis::is_identity) c.moment.eps_mode = moment::Adam::Eps::before_bias_correction;
@@ -174,6 +180,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
       const auto s = soap_config(o.lr);
       c.moment = s.moment;
     }
+    if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
   }
   return AnyMethod<T, Space>(Opt(c), space, params);
 }
