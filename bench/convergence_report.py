@@ -289,6 +289,65 @@ def main():
                     m, b, fmt(t1) if t1 else "", fmt(t16), "%.1f×" % (t16 / t1) if t1 else "", pct(t16, best),
                     per_seed(wp[(m, 16)])))
         out += ["### NAdam's beta1 at P = 16", "", "\n".join(lines), ""]
+    # Adam's beta1 (0.9 in the main runs).
+    rows = []
+    for m in ["adam", "rot-cov-bi"]:
+        for b in ["0.9", "0.95", "0.99"]:
+            data = collect(d, "mlp-main-%s." % m) if b == "0.9" else collect(d, "mlp-adambeta-%s." % b)
+            if (m, 1) in data and (m, 16) in data:
+                t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
+                rows.append("| %s | %s | %s | %s | %.1f× | %s |" % (m, b, fmt(t1), fmt(t16), t16 / t1,
+                                                                  per_seed(data[(m, 16)])))
+    if len(rows) > 2:
+        out += ["### Adam's beta1 at P = 16", "", "| method | beta1 | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
+                "|---|---|---|---|---|---|"] + rows + [""]
+    # NAdam's look-ahead schedule psi: torch's 0.004 (the runs above) and the mlp-psi-* grid, for the
+    # four NAdam methods; "% fewer" against the best coordinate method with psi tuned as well.
+    psis = ["0.004", "0.008", "0.016", "0.032", "0.064", "0.128"]
+    default = {"nesterov": main_data, "rot-cov-bi+nesterov": collect(d, "mlp-main-rot-cov-bi+nesterov."),
+               "nesterov+weight-pred": collect(d, "mlp-nadam-wp0."),
+               "rot-cov-bi+nesterov+weight-pred": collect(d, "mlp-wp0-rot-cov-bi+nesterov+weight-pred.")}
+    grid = {}  # (method, psi) -> {P: counts}
+    for m in default:
+        for p in psis:
+            data = default[m] if p == "0.004" else collect(d, "mlp-psi-%s-%s." % (p, m))
+            if data and (m, 16) in data:
+                grid[(m, p)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
+    if any(p != "0.004" for (_, p) in grid):
+        best_p = {m: min((p for p in psis if (m, p) in grid), key=lambda p: median(grid[(m, p)][16]))
+                  for m in default if any((m, p) in grid for p in psis)}
+        coord_best = min(median(grid[(m, best_p[m])][16]) for m in ["nesterov", "nesterov+weight-pred"]
+                         if m in best_p)
+        lines = ["| method | " + " | ".join("ψ = %s" % p for p in psis) +
+                 " | best ψ | P = 1 at best ψ | slowdown | % fewer than the best coordinate method, ψ tuned | "
+                 "per seed at 16 |", "|---" * (len(psis) + 6) + "|"]
+        for m, p in best_p.items():
+            label = m + (" (γ = 0)" if m.endswith("weight-pred") else "")
+            cells = [fmt(median(grid[(m, q)][16])) if (m, q) in grid else "" for q in psis]
+            t16, t1 = median(grid[(m, p)][16]), median(grid[(m, p)][1]) if 1 in grid[(m, p)] else None
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                label, " | ".join(cells), p, fmt(t1) if t1 else "", "%.1f×" % (t16 / t1) if t1 else "",
+                "—" if not m.startswith("rot") else pct(t16, coord_best), per_seed(grid[(m, p)][16])))
+        out += ["### NAdam's look-ahead schedule psi at P = 16 (median iterations)", "", "\n".join(lines), ""]
+    # The same at P = 32 (32 layers, one job per seed): torch's psi (mlp-l32wp0-*) and mlp-l32psi-*.
+    rows, best32 = [], {}
+    for p in psis:
+        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
+            data = collect(d, ("mlp-l32wp0-%s-s" % m) if p == "0.004" else ("mlp-l32psi-%s-%s-s" % (p, m)))
+            if (m, 32) not in data or len(data[(m, 32)]) < 3:
+                continue
+            t1, t32 = median(data[(m, 1)]), median(data[(m, 32)])
+            best32[(m, p)] = t32
+            rows.append((m, p, t1, t32, data[(m, 32)]))
+    if any(p != "0.004" for (_, p) in best32):
+        coord32 = min(t for (m, _), t in best32.items() if not m.startswith("rot"))
+        lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
+                 "per seed at 32 |", "|---|---|---|---|---|---|---|"]
+        for m, p, t1, t32, v in rows:
+            lines.append("| %s (γ = 0) | %s | %s | %s | %s | %s | %s |" % (
+                m, p, fmt(t1, 50000), fmt(t32, 50000), "%.1f×" % (t32 / t1) if t32 != INF else ">%.1f×" % (50000 / t1),
+                "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 50000)))
+        out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", "\n".join(lines), ""]
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
     if scale_docs:

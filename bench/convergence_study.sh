@@ -5,7 +5,7 @@
 #
 #   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
 #
-# then bench/convergence_report.py OUT renders the tables and PNGs. ~4 hours on 2 cores (P = 32: half).
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~5 hours on 2 cores (P = 32: more than half).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build/default/bench/delayopt_convergence}
@@ -91,6 +91,29 @@ experiments() {
   echo "mlp-nadam-wp0|$mlp --stages 16 --methods nesterov+weight-pred,rot-cov-bi+nesterov+weight-pred --wp-gamma 0"
   echo "mlp-nadam-wp0-p1|$mlp --stages 1 --methods rot-cov-bi+nesterov+weight-pred --wp-gamma 0"
   echo "mlp-nadam-wp0-beta0.995|$mlp --stages 16 --methods rot-cov-bi+nesterov+weight-pred --wp-gamma 0 --nadam-beta1 0.995"
+  # Adam's beta1 (0.9 elsewhere; SOAP's 0.95, and the 0.99 that helps NAdam under delay).
+  for b in 0.95 0.99; do
+    echo "mlp-adambeta-$b|$mlp --stages 1,16 --methods adam,rot-cov-bi --adam-beta1 $b"
+  done
+  # NAdam's look-ahead schedule psi (torch's 0.004 elsewhere) on a factor-2 grid, for every NAdam
+  # method of the P = 16 comparison: with and without rotation, with and without prediction.
+  for p in 0.008 0.016 0.032 0.064 0.128; do
+    for m in nesterov rot-cov-bi+nesterov; do
+      echo "mlp-psi-$p-$m|$mlp --stages 1,16 --methods $m --nadam-momentum-decay $p"
+    done
+    for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
+      echo "mlp-psi-$p-$m|$mlp --stages 1,16 --methods $m --nadam-momentum-decay $p --wp-gamma 0"
+    done
+  done
+  # P = 32 with the psi that was best at P = 16 for both methods with prediction (0.064), and two
+  # smaller ones for the ~10x longer runs; one job per seed.
+  for p in 0.064 0.008 0.016; do
+    for m in rot-cov-bi+nesterov+weight-pred nesterov+weight-pred; do
+      for s in 1 2 3; do
+        echo "mlp-l32psi-$p-$m-s$s|--problem mlp --seeds $s --max-iters 50000 --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --nadam-momentum-decay $p --methods $m"
+      done
+    done
+  done
   # Problem scales (teacher and initial student weights), one seed: does the picture depend on them?
   for ts_is in 1_1 1_0.25 1_0 0.5_0.5 1.5_1; do
     echo "mlp-scale-t${ts_is%_*}-i${ts_is#*_}|--problem mlp --seeds 1 --max-iters 16000 --stages 1,16 --teacher-scale ${ts_is%_*} --init-scale ${ts_is#*_} --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov"
