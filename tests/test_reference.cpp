@@ -4,7 +4,9 @@
 
 #include <replay.hpp>
 
+#include <cmath>
 #include <limits>
+#include <tuple>
 
 using namespace delayopt;
 using namespace delayopt::reference;
@@ -114,4 +116,29 @@ TEST_CASE("NAdam's mu product: torch's running product, and the early stop chang
   CHECK(c.c_g == Approx((1 - 0.99) / (1 - std::pow(0.99, 7))).epsilon(1e-13));
   CHECK(c.c_m == Approx(0.99 / (1 - std::pow(0.99, 8))).epsilon(1e-13));
   CHECK_THROWS_WITH(delayopt::NAdam({.moment = {.momentum_decay = -1}}), Catch::Contains("momentum_decay = -1"));
+}
+
+TEST_CASE("NAdam's mu product: the closed-form tail for a large psi or beta1", "[nadam]") {
+  using NAdam = moment::NAdam;
+  // Where the product stays above 2^-54 past NAdam::kLoopFactors factors: against a long double
+  // running product, and against every step's own value (both sides of the switch).
+  for (const auto& [beta1, psi, steps] : {std::tuple{0.99, 1.0, 6000}, std::tuple{0.9999, 1.0, 200000},
+                                          std::tuple{0.9999, 0.5, 120000}, std::tuple{0.999, 0.5, 20000}}) {
+    NAdam::Hyper h{.beta1 = beta1, .momentum_decay = psi};
+    long double running = 1.0L;
+    std::int64_t tail_steps = 0;
+    for (std::int64_t t = 1; t <= steps; ++t) {
+      running *= static_cast<long double>(beta1) *
+                 (1.0L - 0.5L * std::pow(0.96L, static_cast<long double>(t) * static_cast<long double>(psi)));
+      const double p = NAdam::mu_product(h, t);
+      if (running < 0x1p-54L) {
+        REQUIRE((1.0 - p == 1.0 && 1.0 - p * NAdam::mu(h, static_cast<double>(t + 1)) == 1.0));
+        break;
+      }
+      if (t > NAdam::kLoopFactors) ++tail_steps;
+      INFO("beta1 " << beta1 << " psi " << psi << " t " << t);
+      REQUIRE(std::abs(p - static_cast<double>(running)) <= 1e-12 * static_cast<double>(running));
+    }
+    CHECK(tail_steps > 1000);  // the tail, not the loop, produced most of these products
+  }
 }

@@ -17,10 +17,12 @@ namespace delayopt::compat {
 
 // Math functions moved from Kokkos::Experimental to Kokkos in 3.7 and the old names went away in 5.0.
 #if KOKKOS_VERSION >= 30700
+using Kokkos::exp;
 using Kokkos::isfinite;
 using Kokkos::pow;
 using Kokkos::sqrt;
 #else
+using Kokkos::Experimental::exp;
 using Kokkos::Experimental::isfinite;
 using Kokkos::Experimental::pow;
 using Kokkos::Experimental::sqrt;

@@ -57,16 +57,41 @@ struct NAdam {
   /// counter lives on the device (skipped steps do not advance it). The update only uses 1 - product
   /// and 1 - product * mu_{t+1}, which round to exactly 1 in double once the product is below 2^-54,
   /// so the loop stops there: with the default psi that is ~55 factors (mu_i < 0.6 beta1 for
-  /// i < 1300) however long the run. Every GPU thread runs it at its chunk's start.
+  /// i < 1300) however long the run. Every GPU thread runs it at its chunk's start, so it is bounded:
+  /// a product still above 2^-54 after kLoopFactors factors (a large psi or beta1, where mu_i nears
+  /// beta1 early; up to ln 2^-54 / ln beta1 factors, ~3700 for beta1 = 0.99) gets its tail in closed
+  /// form instead (tail_log_product).
   KOKKOS_INLINE_FUNCTION static double mu_product(const Hyper& h, std::int64_t t) {
     if (h.lookahead == Lookahead::constant) return compat::pow(h.beta1, static_cast<double>(t));
     const double q = compat::pow(0.96, h.momentum_decay);
+    const std::int64_t cap = kLoopFactors, looped = t < cap ? t : cap;
     double p = 1.0, qi = 1.0;
-    for (std::int64_t i = 1; i <= t && p >= 0x1p-54; ++i) {
+    for (std::int64_t i = 1; i <= looped && p >= 0x1p-54; ++i) {
       qi *= q;  // 0.96^(psi i), within ~i ulp of torch's pow
       p *= h.beta1 * (1.0 - 0.5 * qi);
     }
-    return p;
+    if (t == looped || p < 0x1p-54) return p;
+    const double n = static_cast<double>(t - looped);  // factors kLoopFactors + 1 .. t
+    return p * compat::pow(h.beta1, n) * compat::exp(tail_log_product(q, qi * q, n));
+  }
+  /// Factors mu_product multiplies out before it switches to the closed-form tail.
+  static constexpr std::int64_t kLoopFactors = 64;
+
+  /// sum_{j=0}^{n-1} ln(1 - q^(a+j) / 2) for q in (0, 1], qa = q^a: the logarithm expanded,
+  /// -sum_k (1/2)^k / k * q^(a k) (1 - q^(k n)) / (1 - q^k), each geometric sum in closed form; the
+  /// terms shrink at least by half per k.
+  KOKKOS_INLINE_FUNCTION static double tail_log_product(double q, double qa, double n) {
+    double sum = 0.0, half_k = 1.0, qk = 1.0, qak = 1.0;
+    for (int k = 1; k <= 80; ++k) {
+      half_k *= 0.5;
+      qk *= q;
+      qak *= qa;
+      const double geometric = qk < 1.0 ? qak * (1.0 - compat::pow(q, k * n)) / (1.0 - qk) : qak * n;
+      const double term = half_k / k * geometric;
+      sum -= term;
+      if (term <= 1e-18 * -sum) break;
+    }
+    return sum;
   }
 
   template <class T>
