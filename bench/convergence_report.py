@@ -329,6 +329,18 @@ def main():
                 label, " | ".join(cells), p, fmt(t1) if t1 else "", "%.1f×" % (t16 / t1) if t1 else "",
                 "—" if not m.startswith("rot") else pct(t16, coord_best), per_seed(grid[(m, p)][16])))
         out += ["### NAdam's look-ahead schedule psi at P = 16 (median iterations)", "", "\n".join(lines), ""]
+    # P = 1 ... 16 for each NAdam method at its best psi (mlp-psicurve-*).
+    curve, labels = {}, {}
+    for m, p in [("nesterov", "0.016"), ("nesterov+weight-pred", "0.064"), ("rot-cov-bi+nesterov", "0.032"),
+                 ("rot-cov-bi+nesterov+weight-pred", "0.064")]:
+        label = "%s%s (ψ = %s)" % (m, " (γ = 0)" if m.endswith("weight-pred") else "", p)
+        for (mm, P), v in collect(d, "mlp-psicurve-%s." % m).items():
+            curve[(label, P)] = v
+            labels[label] = m
+    if curve:
+        t, _, _ = table(curve, list(labels), [1, 2, 4, 8, 16], 16000,
+                        coord=[lab for lab, m in labels.items() if not m.startswith("rot")])
+        out += ["### P = 1 ... 16 with each NAdam method at its best psi", "", t, ""]
     # The same at P = 32 (32 layers, one job per seed): torch's psi (mlp-l32wp0-*) and mlp-l32psi-*.
     rows, best32 = [], {}
     for p in psis:

@@ -105,6 +105,11 @@ experiments() {
       echo "mlp-psi-$p-$m|$mlp --stages 1,16 --methods $m --nadam-momentum-decay $p --wp-gamma 0"
     done
   done
+  # P = 1 ... 16 for each NAdam method at its best psi of the grid above (--wp-gamma only acts on
+  # the two with prediction).
+  for m_p in nesterov_0.016 rot-cov-bi+nesterov_0.032 nesterov+weight-pred_0.064 rot-cov-bi+nesterov+weight-pred_0.064; do
+    echo "mlp-psicurve-${m_p%_*}|$mlp --stages 1,2,4,8,16 --methods ${m_p%_*} --nadam-momentum-decay ${m_p#*_} --wp-gamma 0"
+  done
   # P = 32 with the psi that was best at P = 16 for both methods with prediction (0.064), and two
   # smaller ones for the ~10x longer runs; one job per seed.
   for p in 0.064 0.008 0.016; do
