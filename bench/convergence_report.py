@@ -42,13 +42,20 @@ def collect(d, prefix, field="iters_to_target"):
 
 
 INF = float("inf")
+
+
+def gamma0_label(m):
+    """The label of method m run with weight prediction from the last step (--wp-gamma 0)."""
+    return m + " (γ = 0)"
+
+
 # Coordinate-basis methods, including weight prediction from the last step (--wp-gamma 0, labelled by gamma0()).
-COORD0 = COORD + [m + " (γ = 0)" for m in COORD]
+COORD0 = COORD + [gamma0_label(m) for m in COORD]
 
 
 def gamma0(data):
     """The same records labelled as weight prediction from the last step (--wp-gamma 0)."""
-    return {(m + " (γ = 0)", p): v for (m, p), v in data.items()}
+    return {(gamma0_label(m), p): v for (m, p), v in data.items()}
 
 
 def median(vals):
@@ -62,6 +69,11 @@ def fmt(x, cap=16000):
 def per_seed(vals, cap=16000):
     """The seeds' iteration counts, ">cap" for a run that missed the target."""
     return ", ".join(fmt(INF if v is None else v, cap) for v in vals)
+
+
+def slowdown(t0, t, cap=16000):
+    """T(P) / T(1) from finite T(1) = t0; ">x" bounds it when T(P) missed the cap."""
+    return "%.1f×" % (t / t0) if t != INF else ">%.1f×" % (cap / t0)
 
 
 def pct(method, best):
@@ -83,7 +95,7 @@ def table(data, methods, delays, cap, delay_name="P", coord=COORD):
             continue
         row = [fmt(med[(m, p)], cap) for p in delays]
         t0, t1 = med[(m, delays[0])], med[(m, delays[-1])]
-        slow = "—" if t0 == INF else "%.1f×" % (t1 / t0) if t1 != INF else ">%.1f×" % (cap / t0)
+        slow = "—" if t0 == INF else slowdown(t0, t1, cap)
         b = best[delays[-1]]
         # Every coordinate method missed the cap: the method needs at least 1 - T / cap fewer.
         fewer = "—" if m in coord else ">%s" % pct(t1, cap) if b == INF and t1 != INF else pct(t1, b)
@@ -275,8 +287,8 @@ def main():
             for b, data in betas:
                 if (m, 1) in data and (m, 16) in data:
                     t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
-                    lines.append("| %s | %s | %s | %s | %.1f× | %s | %s |" % (
-                        m, b, fmt(t1), fmt(t16), t16 / t1, pct(t16, best),
+                    lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                        m, b, fmt(t1), fmt(t16), slowdown(t1, t16), pct(t16, best),
                         per_seed(data[(m, 16)])))
         m = "rot-cov-bi+nesterov+weight-pred"
         for b, name, p1 in [("0.99", "mlp-nadam-wp0.", "mlp-nadam-wp0-p1."), ("0.995", "mlp-nadam-wp0-beta0.995.", None)]:
@@ -285,8 +297,9 @@ def main():
                 t16 = median(wp[(m, 16)])
                 one = collect(d, p1) if p1 else {}
                 t1 = median(one[(m, 1)]) if (m, 1) in one else None
-                lines.append("| %s (γ = 0) | %s | %s | %s | %s | %s | %s |" % (
-                    m, b, fmt(t1) if t1 else "", fmt(t16), "%.1f×" % (t16 / t1) if t1 else "", pct(t16, best),
+                lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    gamma0_label(m), b, fmt(t1) if t1 else "", fmt(t16), slowdown(t1, t16) if t1 else "",
+                    pct(t16, best),
                     per_seed(wp[(m, 16)])))
         out += ["### NAdam's beta1 at P = 16", "", "\n".join(lines), ""]
     # Adam's beta1 (0.9 in the main runs).
@@ -296,8 +309,8 @@ def main():
             data = collect(d, "mlp-main-%s." % m) if b == "0.9" else collect(d, "mlp-adambeta-%s." % b)
             if (m, 1) in data and (m, 16) in data:
                 t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
-                rows.append("| %s | %s | %s | %s | %.1f× | %s |" % (m, b, fmt(t1), fmt(t16), t16 / t1,
-                                                                  per_seed(data[(m, 16)])))
+                rows.append("| %s | %s | %s | %s | %s | %s |" % (m, b, fmt(t1), fmt(t16), slowdown(t1, t16),
+                                                                per_seed(data[(m, 16)])))
     if len(rows) > 2:
         out += ["### Adam's beta1 at P = 16", "", "| method | beta1 | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
                 "|---|---|---|---|---|---|"] + rows + [""]
@@ -322,18 +335,18 @@ def main():
                  " | best ψ | P = 1 at best ψ | slowdown | % fewer than the best coordinate method, ψ tuned | "
                  "per seed at 16 |", "|---" * (len(psis) + 6) + "|"]
         for m, p in best_p.items():
-            label = m + (" (γ = 0)" if m.endswith("weight-pred") else "")
+            label = gamma0_label(m) if m.endswith("weight-pred") else m
             cells = [fmt(median(grid[(m, q)][16])) if (m, q) in grid else "" for q in psis]
             t16, t1 = median(grid[(m, p)][16]), median(grid[(m, p)][1]) if 1 in grid[(m, p)] else None
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                label, " | ".join(cells), p, fmt(t1) if t1 else "", "%.1f×" % (t16 / t1) if t1 else "",
+                label, " | ".join(cells), p, fmt(t1) if t1 else "", slowdown(t1, t16) if t1 else "",
                 "—" if not m.startswith("rot") else pct(t16, coord_best), per_seed(grid[(m, p)][16])))
         out += ["### NAdam's look-ahead schedule psi at P = 16 (median iterations)", "", "\n".join(lines), ""]
     # P = 1 ... 16 for each NAdam method at its best psi (mlp-psicurve-*).
     curve, labels = {}, {}
     for m, p in [("nesterov", "0.016"), ("nesterov+weight-pred", "0.064"), ("rot-cov-bi+nesterov", "0.032"),
                  ("rot-cov-bi+nesterov+weight-pred", "0.064")]:
-        label = "%s%s (ψ = %s)" % (m, " (γ = 0)" if m.endswith("weight-pred") else "", p)
+        label = "%s (ψ = %s)" % (gamma0_label(m) if m.endswith("weight-pred") else m, p)
         for (mm, P), v in collect(d, "mlp-psicurve-%s." % m).items():
             curve[(label, P)] = v
             labels[label] = m
@@ -356,8 +369,8 @@ def main():
         lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
                  "per seed at 32 |", "|---|---|---|---|---|---|---|"]
         for m, p, t1, t32, v in rows:
-            lines.append("| %s (γ = 0) | %s | %s | %s | %s | %s | %s |" % (
-                m, p, fmt(t1, 50000), fmt(t32, 50000), "%.1f×" % (t32 / t1) if t32 != INF else ">%.1f×" % (50000 / t1),
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                gamma0_label(m), p, fmt(t1, 50000), fmt(t32, 50000), slowdown(t1, t32, 50000),
                 "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 50000)))
         out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", "\n".join(lines), ""]
     rows = []
