@@ -28,6 +28,26 @@ auto run_steps(const auto& space, auto params, const std::vector<std::vector<T>>
   return std::pair{delayopt::test::host_values(params), std::move(st)};
 }
 
+// `steps` random gradients for `shapes`, each flattened as host_values does (seeds seed, seed + 1, ...).
+template <class T>
+std::vector<std::vector<T>> random_gradients(const std::vector<BlockShape>& shapes, unsigned steps, unsigned seed) {
+  std::vector<std::vector<T>> grads;
+  for (unsigned t = 0; t < steps; ++t) {
+    ParamSet<T, Host> g(shapes);
+    delayopt::test::fill_random(Host(), g, seed + t);
+    grads.push_back(delayopt::test::host_values(g));
+  }
+  return grads;
+}
+
+// max_i |a_i - b_i|.
+template <class T>
+double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+  return worst;
+}
+
 }  // namespace
 
 // The gradient-norm reduction (clipping, the non-finite check) runs as one team per chunk on the
@@ -37,20 +57,14 @@ TEMPLATE_TEST_CASE("CUDA checked and clipped Adam matches the host", "[cuda][ada
   const std::vector<BlockShape> shapes{{"W", 2, 512, 1024}, {"b", 1, 1000}};
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 3);
-  std::vector<std::vector<T>> grads;
-  for (unsigned t = 0; t < 8; ++t) {
-    ParamSet<T, Host> g(shapes);
-    delayopt::test::fill_random(Host(), g, 200 + t);
-    grads.push_back(delayopt::test::host_values(g));
-  }
+  auto grads = random_gradients<T>(shapes, 8, 200);
   grads[3][12345] = std::numeric_limits<T>::quiet_NaN();  // step 4 is skipped, on both
   ParamSet<T, Dev> pd(shapes);
   delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const Adam opt({.schedule = {.lr = 1e-2}, .clip_global_norm = 10.0});  // the norm is ~700: clipped
   const auto [host, st_host] = run_steps<T>(Host(), ph.clone(Host()), grads, opt);
   const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
-  double worst = 0;
-  for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
+  const double worst = max_abs_diff(host, dev);
   std::printf("%s Adam, clipped, one NaN step: max |host - cuda| = %.3e\n",
               std::is_same_v<T, double> ? "double" : "float", worst);
   CHECK(worst <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
@@ -66,20 +80,14 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
   const std::vector<BlockShape> shapes{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 1);
-  std::vector<std::vector<T>> grads;
-  for (unsigned t = 0; t < 25; ++t) {
-    ParamSet<T, Host> g(shapes);
-    delayopt::test::fill_random(Host(), g, 100 + t);
-    grads.push_back(delayopt::test::host_values(g));
-  }
+  const auto grads = random_gradients<T>(shapes, 25, 100);
   ParamSet<T, Dev> pd(shapes);
   delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const SOAP opt({.basis = {.refresh_every = 5}, .schedule = {.lr = 1e-3}});
   const auto [host, st_host] = run_steps<T>(Host(), ph.clone(Host()), grads, opt);
   const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
   const double tol = std::is_same_v<T, double> ? 1e-10 : 1e-3;
-  double worst = 0;
-  for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
+  const double worst = max_abs_diff(host, dev);
   std::printf("%s: max |host - cuda| over the parameters after 25 steps: %.3e\n",
               std::is_same_v<T, double> ? "double" : "float", worst);
   CHECK(worst <= tol);
@@ -113,19 +121,12 @@ template <class T, class Opt>
 double host_vs_cuda_delayed(const Opt& opt, const std::vector<BlockShape>& shapes, unsigned steps, int tau) {
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 7);
-  std::vector<std::vector<T>> grads;
-  for (unsigned t = 0; t < steps; ++t) {
-    ParamSet<T, Host> g(shapes);
-    delayopt::test::fill_random(Host(), g, 300 + t);
-    grads.push_back(delayopt::test::host_values(g));
-  }
+  const auto grads = random_gradients<T>(shapes, steps, 300);
   ParamSet<T, Dev> pd(shapes);
   delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
   const auto host = run_delayed_steps<T>(Host(), ph.clone(Host()), grads, opt, tau);
   const auto dev = run_delayed_steps<T>(Dev(), pd, grads, opt, tau);
-  double worst = 0;
-  for (std::size_t i = 0; i < host.size(); ++i) worst = std::max(worst, double(std::abs(host[i] - dev[i])));
-  return worst;
+  return max_abs_diff(host, dev);
 }
 
 }  // namespace
