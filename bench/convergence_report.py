@@ -306,7 +306,7 @@ def main():
     rows = []
     for m in ["adam", "rot-cov-bi"]:
         for b in ["0.9", "0.95", "0.99"]:
-            data = collect(d, "mlp-main-%s." % m) if b == "0.9" else collect(d, "mlp-adambeta-%s." % b)
+            data = main_data if b == "0.9" else collect(d, "mlp-adambeta-%s." % b)
             if (m, 1) in data and (m, 16) in data:
                 t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
                 rows.append("| %s | %s | %s | %s | %s | %s |" % (m, b, fmt(t1), fmt(t16), slowdown(t1, t16),
@@ -317,7 +317,7 @@ def main():
     # NAdam's look-ahead schedule psi: torch's 0.004 (the runs above) and the mlp-psi-* grid, for the
     # four NAdam methods; "% fewer" against the best coordinate method with psi tuned as well.
     psis = ["0.004", "0.008", "0.016", "0.032", "0.064", "0.128"]
-    default = {"nesterov": main_data, "rot-cov-bi+nesterov": collect(d, "mlp-main-rot-cov-bi+nesterov."),
+    default = {"nesterov": main_data, "rot-cov-bi+nesterov": main_data,
                "nesterov+weight-pred": collect(d, "mlp-nadam-wp0."),
                "rot-cov-bi+nesterov+weight-pred": collect(d, "mlp-wp0-rot-cov-bi+nesterov+weight-pred.")}
     grid = {}  # (method, psi) -> {P: counts}
