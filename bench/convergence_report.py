@@ -244,6 +244,17 @@ def main():
         out += ["### DC-ASGD's lambda at P = 16 (median iterations)", "",
                 "| lambda | dcasgd | rot-cov-bi+dcasgd |", "|---|---|---|"] + rows + [""]
     rows = []
+    for tc in ["250", "1000", "4000", "16000"]:
+        data = main_data if tc == "16000" else collect(d, "mlp-tc-%s." % tc)
+        pair = [data.get((m, 16)) for m in ["pipedream-lr", "rot-cov-bi+pipedream-lr"]] if data else [None]
+        if all(pair):
+            rows.append("| %s | %s | %s | %s | %s |" % (tc, fmt(median(pair[0])), per_seed(pair[0]),
+                                                        fmt(median(pair[1])), per_seed(pair[1])))
+    if len(rows) > 1:
+        out += ["### PipeDream-LR's T_c at P = 16 (median iterations; 16000 = the main runs)", "",
+                "| T_c | pipedream-lr | per seed | rot-cov-bi+pipedream-lr | per seed |", "|---|---|---|---|---|"] + \
+            rows + [""]
+    rows = []
     for m in ["nesterov", "rot-cov-bi+nesterov"]:
         data = collect(d, "mlp-stagemom-%s." % m)
         if data and (m, 16) in data and main_data and (m, 16) in main_data:

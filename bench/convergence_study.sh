@@ -57,6 +57,10 @@ experiments() {
   for s in proportional uniform inverse; do
     echo "mlp-budget-$s|$mlp --stages 16 --methods rot-cov-bi --refresh-window 160 --refresh-budget 64 --refresh-split $s"
   done
+  # PipeDream-LR's T_c (the main runs anneal over the 16000-step cap; the paper tunes it).
+  for t in 250 1000 4000; do
+    echo "mlp-tc-$t|$mlp --stages 16 --methods pipedream-lr,rot-cov-bi+pipedream-lr --anneal-steps $t"
+  done
   for l in 10 100 1000; do
     echo "mlp-lambda-$l|$mlp --stages 16 --methods dcasgd,rot-cov-bi+dcasgd --dcasgd-lambda $l"
   done
