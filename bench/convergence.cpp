@@ -362,6 +362,26 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
 
 // ---- misalignment probe ------------------------------------------------------------------------
 
+/// ||H||_{1,1} / tr H of H seen in the orthonormal basis Q (columns = basis vectors), exactly.
+double exact_ratio(const Mat& H, const Mat& Q) {
+  const Mat Ht = Q.transpose() * H * Q;
+  return Ht.cwiseAbs().sum() / Ht.trace();
+}
+
+/// The eigenbasis U (x) V of H's Kronecker factors by partial traces, A_ik = sum_j H_(ij),(kj) and
+/// B_jl = sum_i H_(ij),(il) (row-major vec W, W rows x cols): exactly H's eigenbasis when
+/// H = A (x) B, and otherwise the Kronecker basis of the factors K-FAC would estimate.
+Mat partial_trace_basis(const Mat& H, int rows, int cols) {
+  Mat A = Mat::Zero(rows, rows), B = Mat::Zero(cols, cols);
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      for (int k = 0; k < rows; ++k) A(i, k) += H(i * cols + j, k * cols + j);
+      for (int l = 0; l < cols; ++l) B(j, l) += H(i * cols + j, i * cols + l);
+    }
+  return Eigen::kroneckerProduct(Eigen::SelfAdjointEigenSolver<Mat>(A).eigenvectors(),
+                                 Eigen::SelfAdjointEigenSolver<Mat>(B).eigenvectors());
+}
+
 /// ||H||_{1,1} / tr H of the quadratic's Hessian in the coordinates and in the Kronecker factors'
 /// eigenbasis (what a rotated method converges to).
 void probe_single(const Quadratic& q, nlohmann::json& out) {
@@ -374,14 +394,24 @@ void probe_single(const Quadratic& q, nlohmann::json& out) {
   const auto before = delayopt::probe::misalignment(n, hvp);
   const auto after = delayopt::probe::misalignment(n, delayopt::probe::rotated(hvp, qv, n));
   const double exact = H.cwiseAbs().sum() / H.trace();
-  std::printf("probe: ||H||_11 / tr H = %.3f (exact %.3f) in the coordinates, %.3f in the factors' eigenbasis\n",
-              before.ratio, exact, after.ratio);
-  out = {{"before", before.ratio}, {"exact_before", exact}, {"after", after.ratio}};
+  const double exact_after = exact_ratio(H, Q), exact_pt = exact_ratio(H, partial_trace_basis(H, q.rows, q.cols));
+  std::printf(
+      "probe: ||H||_11 / tr H = %.3f (exact %.3f) in the coordinates, %.3f (exact %.3f) in the factors' "
+      "eigenbasis, exact %.3f in the eigenbasis of H's partial traces\n",
+      before.ratio, exact, after.ratio, exact_after, exact_pt);
+  out = {{"before", before.ratio},
+         {"exact_before", exact},
+         {"after", after.ratio},
+         {"exact_after", exact_after},
+         {"exact_partial_trace", exact_pt}};
 }
 
-/// The same for the MLP's first layer at its initial weights: the Hessian of the held-out loss in
-/// W_0 by finite differences of gradients; the basis from L = E[G G^T], R = E[G^T G] over 64
-/// minibatch gradients.
+/// The same for the MLP's first layer: the Hessian of the held-out loss in W_0 by finite differences
+/// of gradients. At the initial weights, the Cauchy estimate with the basis from L = E[G G^T],
+/// R = E[G^T G] over 64 minibatch gradients (what a rotated method starts from); then, from the whole
+/// Hessian (n^2 HVPs), the exact ratios and the eigenvalue range there and at the teacher's weights
+/// (a minimum: loss 0), where the gradients vanish and the basis is that of H's partial traces.
+/// Away from a minimum the Hessian is indefinite, which the ratio does not show by itself.
 void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
   const int n = mlp.shape.width, L = mlp.shape.layers;
   std::vector<Mat> w = mlp.init, g(L);
@@ -392,13 +422,31 @@ void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
     return g[0];
   };
   const auto N = static_cast<std::size_t>(n * n);
-  const delayopt::probe::Hvp hvp = delayopt::probe::hvp_from_gradients(
-      [&](const delayopt::probe::Vector& v, delayopt::probe::Vector& r) {
-        w[0] = Eigen::Map<const Mat>(v.data(), n, n);
-        const Mat g0 = grad0(mlp.x_held, mlp.y_held);
-        r.assign(g0.data(), g0.data() + g0.size());
-      },
-      delayopt::probe::Vector(mlp.init[0].data(), mlp.init[0].data() + N));
+  // Layer 0's HVP with every other layer at `at`'s weights.
+  auto hvp_at = [&](const std::vector<Mat>& at) {
+    const std::vector<Mat>* base = &at;
+    return delayopt::probe::hvp_from_gradients(
+        [&, base](const delayopt::probe::Vector& v, delayopt::probe::Vector& r) {
+          w = *base;
+          w[0] = Eigen::Map<const Mat>(v.data(), n, n);
+          const Mat g0 = grad0(mlp.x_held, mlp.y_held);
+          r.assign(g0.data(), g0.data() + g0.size());
+        },
+        delayopt::probe::Vector(at[0].data(), at[0].data() + N));
+  };
+  // The whole Hessian, column by column, symmetrized (finite differences are not exactly symmetric).
+  auto hessian = [&](const delayopt::probe::Hvp& hvp) {
+    Mat H(N, N);
+    delayopt::probe::Vector e(N, 0.0), col;
+    for (std::size_t i = 0; i < N; ++i) {
+      e[i] = 1;
+      hvp(e, col);
+      e[i] = 0;
+      H.col(static_cast<Eigen::Index>(i)) = Eigen::Map<const Vec>(col.data(), static_cast<Eigen::Index>(N));
+    }
+    return Mat(0.5 * (H + H.transpose()));
+  };
+  const auto hvp = hvp_at(mlp.init);
   const auto before = delayopt::probe::misalignment(N, hvp, 200);
   std::mt19937 gen(12345);
   Mat Lf = Mat::Zero(n, n), Rf = Mat::Zero(n, n);
@@ -413,11 +461,32 @@ void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
             V = Eigen::SelfAdjointEigenSolver<Mat>(Rf).eigenvectors();
   const Mat Q = Eigen::kroneckerProduct(U, V);
   delayopt::probe::Vector qv(Q.data(), Q.data() + Q.size());
-  w = mlp.init;
   const auto after = delayopt::probe::misalignment(N, delayopt::probe::rotated(hvp, qv, N), 200);
   std::printf("probe (layer 0 at init): ||H||_11 / tr H = %.3f in the coordinates, %.3f in the L/R eigenbasis\n",
               before.ratio, after.ratio);
   out = {{"before", before.ratio}, {"after", after.ratio}};
+
+  const Mat I = Mat::Identity(static_cast<Eigen::Index>(N), static_cast<Eigen::Index>(N));
+  for (const std::vector<Mat>* at : {&mlp.init, &mlp.teacher}) {
+    const bool init = at == &mlp.init;
+    const Mat H = hessian(hvp_at(*at));
+    const Vec eig = Eigen::SelfAdjointEigenSolver<Mat>(H, Eigen::EigenvaluesOnly).eigenvalues();
+    nlohmann::json e = {{"coords", exact_ratio(H, I)},
+                        {"partial_trace", exact_ratio(H, partial_trace_basis(H, n, n))},
+                        {"min_eig", eig.minCoeff()},
+                        {"max_eig", eig.maxCoeff()}};
+    char lr_part[64] = "";
+    if (init) {
+      e["lr_basis"] = exact_ratio(H, Q);
+      std::snprintf(lr_part, sizeof lr_part, "%.3f in the L/R eigenbasis, ", e["lr_basis"].get<double>());
+    }
+    std::printf(
+        "probe (layer 0 at %s), exact: %.3f in the coordinates, %s%.3f in the eigenbasis of H's partial "
+        "traces; eigenvalues in [%.3g, %.3g]\n",
+        init ? "init" : "the teacher, a minimum", e["coords"].get<double>(), lr_part, e["partial_trace"].get<double>(),
+        eig.minCoeff(), eig.maxCoeff());
+    out[init ? "init" : "teacher"] = e;
+  }
 }
 
 }  // namespace

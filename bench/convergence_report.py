@@ -427,6 +427,18 @@ def main():
             a = statistics.median(p["after"] for p in doc["probe"])
             out.append("- %s: ||H||_{1,1} / tr H = %.2f in the coordinates, %.2f after rotation (median of %d seeds)"
                        % (name, b, a, len(doc["probe"])))
+            if all("exact_after" in p for p in doc["probe"]):
+                out.append("  - exact: %.2f in the coordinates, %.3f in the factors' eigenbasis, %.3f in the eigenbasis "
+                           "of H's partial traces (medians)"
+                           % tuple(statistics.median(p[k] for p in doc["probe"])
+                                   for k in ["exact_before", "exact_after", "exact_partial_trace"]))
+            for at in ["init", "teacher"]:
+                if all(at in p for p in doc["probe"]):
+                    med = {k: statistics.median(p[at][k] for p in doc["probe"]) for k in doc["probe"][0][at]}
+                    out.append("  - %s, exact: %.2f in the coordinates, %s%.2f in the eigenbasis of H's partial traces; "
+                               "eigenvalues from %.3g to %.3g (medians)"
+                               % (at, med["coords"], "%.2f in the L/R eigenbasis, " % med["lr_basis"]
+                                  if "lr_basis" in med else "", med["partial_trace"], med["min_eig"], med["max_eig"]))
     print("\n".join(out))
 
 

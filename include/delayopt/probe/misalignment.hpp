@@ -9,6 +9,9 @@
 /// |(H z)_i|, summed over i, estimates ||H||_{1,1} (relative standard error of one row's median:
 /// about 1.57 / sqrt(samples)). tr(H) is Hutchinson's estimate E[r^T H r] with Rademacher r (exact
 /// for a diagonal H). The HVP can be exact or a finite difference of gradients (hvp_from_gradients).
+/// Away from a minimum a network's Hessian can be indefinite: tr H then sums eigenvalues of both
+/// signs and the ratio mixes misalignment with negative curvature. Probe near a minimum, or pass a
+/// Gauss-Newton product, when the ratio is to be read as misalignment alone.
 #pragma once
 
 #include "delayopt/core/error.hpp"
