@@ -602,6 +602,11 @@ int main(int argc, char* argv[]) {
   app.add_option("--wp-gamma", mo.wp_gamma, "weight prediction: EMA factor of the weight velocity, in [0, 1)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.9999));
+  app.add_option("--nag-gamma", mo.nag_gamma,
+                 "nag (delay::Nesterov): momentum of the weight-space look-ahead w+ = w + gamma d + (1 - gamma) "
+                 "Delta, in [0, 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999));
   app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
   CLI11_PARSE(app, argc, argv);
@@ -764,6 +769,7 @@ int main(int argc, char* argv[]) {
     if (mo.basis_beta >= 0) doc["basis_beta"] = mo.basis_beta;
     doc["dcasgd_lambda"] = mo.dcasgd_lambda;
     doc["wp_gamma"] = mo.wp_gamma;
+    doc["nag_gamma"] = mo.nag_gamma;
     if (stage_momentum > 0) doc["stage_momentum"] = stage_momentum;
     if (mo.nadam_beta1 >= 0) doc["nadam_beta1"] = mo.nadam_beta1;
     if (mo.nadam_momentum_decay >= 0) doc["nadam_momentum_decay"] = mo.nadam_momentum_decay;

@@ -244,6 +244,19 @@ def main():
         out += ["### DC-ASGD's lambda at P = 16 (median iterations)", "",
                 "| lambda | dcasgd | rot-cov-bi+dcasgd |", "|---|---|---|"] + rows + [""]
     rows = []
+    for g in ["0.25", "0.5", "0.9"]:
+        data = collect(d, "mlp-nag-%s." % g)
+        for m, base in [("nag", "adam"), ("rot-cov-bi+nag", "rot-cov-bi")]:
+            if data and all((m, P) in data for P in (1, 16)) and main_data and (base, 16) in main_data:
+                t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
+                rows.append("| %s | %s | %s / %s | %s | %s | %s |" % (
+                    m, g, fmt(median(main_data[(base, 1)])), fmt(median(main_data[(base, 16)])), fmt(t1), fmt(t16),
+                    per_seed(data[(m, 16)])))
+    if rows:
+        out += ["### delay::Nesterov's weight-space look-ahead around Adam (nag), P = 1 and 16", "",
+                "| method | gamma | without it, P = 1 / 16 | P = 1 | P = 16 | per seed at 16 |",
+                "|---|---|---|---|---|---|"] + rows + [""]
+    rows = []
     for tc in ["250", "1000", "4000", "16000"]:
         data = main_data if tc == "16000" else collect(d, "mlp-tc-%s." % tc)
         pair = [data.get((m, 16)) for m in ["pipedream-lr", "rot-cov-bi+pipedream-lr"]] if data else [None]

@@ -61,6 +61,10 @@ experiments() {
   for t in 250 1000 4000; do
     echo "mlp-tc-$t|$mlp --stages 16 --methods pipedream-lr,rot-cov-bi+pipedream-lr --anneal-steps $t"
   done
+  # delay::Nesterov's weight-space look-ahead around Adam, in the coordinates and in the basis.
+  for g in 0.25 0.5 0.9; do
+    echo "mlp-nag-$g|$mlp --stages 1,16 --methods nag,rot-cov-bi+nag --nag-gamma $g"
+  done
   for l in 10 100 1000; do
     echo "mlp-lambda-$l|$mlp --stages 16 --methods dcasgd,rot-cov-bi+dcasgd --dcasgd-lambda $l"
   done

@@ -112,6 +112,27 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [d, e] = registry_vs_direct("rot-cov-bi+weight-pred", {.lr = 3e-3, .refresh_every = 2}, Opt(c));
     CHECK(d != e);
   }
+  SECTION("nag and rot-cov-bi+nag: delay::Nesterov's look-ahead with nag_gamma, around Adam") {
+    const tools::MethodOptions m{.lr = 3e-3, .refresh_every = 2, .nag_gamma = 0.5};
+    using Coord = Optimizer<basis::Identity, moment::Adam, delay::Nesterov>;
+    const auto coord = Coord({.delay = {.gamma = 0.5}, .schedule = {.lr = 3e-3}});
+    const auto [a, b] = registry_vs_direct("nag", m, coord);
+    CHECK(a == b);
+    const auto [c, d] = registry_vs_direct("nag", o, coord);
+    CHECK(c != d);  // the default gamma (0.9) differs
+    using Rot = Optimizer<basis::KroneckerEigen, moment::Adam, delay::Nesterov>;
+    auto rc = rotated_adam_config<delay::Nesterov>();
+    rc.delay.gamma = 0.5;
+    const auto [e, f] = registry_vs_direct("rot-cov-bi+nag", m, Rot(rc));
+    CHECK(e == f);
+    using RotNAdam = Optimizer<basis::KroneckerEigen, moment::NAdam, delay::Nesterov>;
+    typename RotNAdam::Config nc;
+    nc.basis = paper_basis();
+    nc.delay.gamma = 0.5;
+    nc.schedule.lr = 3e-3;
+    const auto [g, h] = registry_vs_direct("rot-cov-bi+nesterov+nag", m, RotNAdam(nc));
+    CHECK(g == h);
+  }
   SECTION("rot-mom-uni+nesterov: momentum source, one side, NAdam in the basis") {
     typename RotatedNAdam::Config c;
     c.basis = {.source = basis::Source::momentum,
@@ -166,8 +187,9 @@ TEST_CASE("method registry: predict() for weight prediction, needs_stale() for D
 TEST_CASE("method registry: unknown names list the known ones", "[registry]") {
   const E space;
   Set params(delayopt::test::small_shapes());
-  for (const char* bad : {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", "nesterov+nesterov",
-                          "rot-cov-bi+nesterov+nesterov", "rot-cov-bi+nesterov+", "dcasgd+weight-pred", ""}) {
+  for (const char* bad :
+       {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", "nesterov+nesterov",
+        "rot-cov-bi+nesterov+nesterov", "rot-cov-bi+nesterov+", "dcasgd+weight-pred", "nag+dcasgd", ""}) {
     INFO(bad);
     try {
       tools::make_method(bad, {}, space, params);

@@ -4,14 +4,14 @@
 ///
 /// A name is `<base>` or `<base>+<compensation>`:
 ///  - coordinate-basis baselines: adam, pipedream-lr, nesterov (NAdam, beta1 = 0.99), dcasgd,
-///    weight-pred;
+///    weight-pred, nag (Adam under delay::Nesterov's weight-space look-ahead);
 ///  - rotated bases: rot-cov-bi (the paper's default: covariance eigenbasis, both sides),
 ///    rot-cov-uni, rot-mom-bi, rot-mom-uni (momentum singular vectors), full-eigen (small blocks),
 ///    soap (SOAP's published ordering and defaults);
-///  - a rotated base + pipedream-lr | nesterov | dcasgd | weight-pred runs that compensation with
-///    the rotated basis (nesterov: NAdam as the moment policy inside the basis; dcasgd: the
+///  - a rotated base + pipedream-lr | nesterov | dcasgd | weight-pred | nag runs that compensation
+///    with the rotated basis (nesterov: NAdam as the moment policy inside the basis; dcasgd: the
 ///    correction on the rotated coordinates);
-///  - nesterov+<c> and <rotated base>+nesterov+<c>, c one of pipedream-lr, dcasgd, weight-pred:
+///  - nesterov+<c> and <rotated base>+nesterov+<c>, c one of pipedream-lr, dcasgd, weight-pred, nag:
 ///    NAdam as the moment together with that delay policy.
 /// Everything is an ordinary delayopt::Optimizer; the registry only maps names to compositions.
 #pragma once
@@ -56,6 +56,8 @@ struct MethodOptions {
   double dcasgd_lambda = 0.04;
   /// Weight prediction: EMA factor of the weight velocity.
   double wp_gamma = 0.9;
+  /// nag (delay::Nesterov): the look-ahead's momentum gamma.
+  double nag_gamma = 0.9;
 };
 
 struct MethodInfo {
@@ -71,6 +73,7 @@ inline const std::vector<MethodInfo>& method_table() {
       {"nesterov", "torch NAdam with beta1 = 0.99 (the asynchronous Nesterov baseline of Ajanthan et al. 2025)"},
       {"dcasgd", "Adam on the DC-ASGD-corrected gradient g + lambda g*g*(w_now - w_stale) (Zheng et al. 2017)"},
       {"weight-pred", "Adam; the gradient is taken at weights predicted tau steps ahead (PipeMare)"},
+      {"nag", "Adam under the weight-space look-ahead w+ = w + gamma d + (1 - gamma) Delta (delay::Nesterov)"},
       {"rot-cov-bi", "Adam in the eigenbasis of L = EMA(G G^T) and R = EMA(G^T G) (paper ordering)"},
       {"rot-cov-uni", "Adam in the eigenbasis of the smaller-side covariance factor only"},
       {"rot-mom-bi", "Adam in the singular vectors of the first moment, both sides"},
@@ -81,7 +84,7 @@ inline const std::vector<MethodInfo>& method_table() {
   return table;
 }
 
-inline constexpr const char* kCompensations = "pipedream-lr, nesterov, dcasgd, weight-pred";
+inline constexpr const char* kCompensations = "pipedream-lr, nesterov, dcasgd, weight-pred, nag";
 
 /// Every accepted name, for error messages and --help.
 inline std::string method_names() {
@@ -92,7 +95,7 @@ inline std::string method_names() {
   }
   out += "; and <rotated base>+<compensation> with compensation one of ";
   out += kCompensations;
-  out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of pipedream-lr, dcasgd, weight-pred";
+  out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of pipedream-lr, dcasgd, weight-pred, nag";
   return out;
 }
 
@@ -169,6 +172,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
   if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) c.delay.gamma = o.wp_gamma;
+  if constexpr (std::is_same_v<Delay, delay::Nesterov>) c.delay.gamma = o.nag_gamma;
   if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
     if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
@@ -195,6 +199,7 @@ AnyMethod<T, Space> with_delay(const std::string& delay_name, const typename Bas
   if (delay_name == "dcasgd") return compose<Basis, Moment, delay::DCASGD>(basis, o, space, params, soap_defaults);
   if (delay_name == "weight-pred")
     return compose<Basis, Moment, delay::WeightPrediction>(basis, o, space, params, soap_defaults);
+  if (delay_name == "nag") return compose<Basis, Moment, delay::Nesterov>(basis, o, space, params, soap_defaults);
   throw std::invalid_argument("unknown delay compensation '" + delay_name + "' (known: " + kCompensations + ")");
 }
 
@@ -229,7 +234,9 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   const auto unknown = [&] {
     return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   };
-  const auto is_delay = [](const std::string& c) { return c == "pipedream-lr" || c == "dcasgd" || c == "weight-pred"; };
+  const auto is_delay = [](const std::string& c) {
+    return c == "pipedream-lr" || c == "dcasgd" || c == "weight-pred" || c == "nag";
+  };
   // comp: empty, a compensation, or nesterov+<delay compensation>.
   const auto nadam_comp = detail::nadam_delay(comp);
   if (!comp.empty() && comp != "nesterov" && !is_delay(comp) && !(nadam_comp && is_delay(*nadam_comp))) throw unknown();

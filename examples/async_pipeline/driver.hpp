@@ -63,6 +63,7 @@ struct RunOptions {
   double horizon = 0;  ///< PipeDream-LR horizon; 0: the run's length
   double dcasgd_lambda = 0.04;
   double wp_gamma = 0.9;
+  double nag_gamma = 0.9;
   std::int64_t steps = 1000;
   bool stashing = true;
   Schedule schedule = Schedule::async_1f1b;
@@ -116,6 +117,10 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   app.add_option("--wp-gamma", o.wp_gamma,
                  "weight prediction's EMA factor of the weight velocity, in [0, 1) (weight-pred, <base>+weight-pred)")
+      ->check(CLI::Range(0.0, 0.9999))
+      ->capture_default_str();
+  app.add_option("--nag-gamma", o.nag_gamma,
+                 "delay::Nesterov's look-ahead momentum, in [0, 1) (nag, <base>+nag, <base>+nesterov+nag)")
       ->check(CLI::Range(0.0, 0.9999))
       ->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
@@ -214,8 +219,12 @@ inline PipelineConfig make_config(const RunOptions& o) {
 }
 
 inline MethodOptions method_options(const RunOptions& o) {
-  return {
-      .lr = o.lr, .horizon = o.horizon, .run_steps = o.steps, .dcasgd_lambda = o.dcasgd_lambda, .wp_gamma = o.wp_gamma};
+  return {.lr = o.lr,
+          .horizon = o.horizon,
+          .run_steps = o.steps,
+          .dcasgd_lambda = o.dcasgd_lambda,
+          .wp_gamma = o.wp_gamma,
+          .nag_gamma = o.nag_gamma};
 }
 
 /// Stage `i` with its optimizer. Allocates: call on the thread that initialised Kokkos.

@@ -43,6 +43,8 @@ inline const std::vector<MethodDefault>& method_defaults() {
       // At tau = 0 (P = 1) both are Adam bit for bit, so the P = 1 grid gives Adam's rate.
       {"dcasgd", 1e-3, true},
       {"weight-pred", 1e-3, true},
+      // Adam's: at P = 1 it is Adam plus an EMA of Adam's steps, same step length (not tuned on digits).
+      {"nag", 1e-3, false},
       {"soap", 4e-3, true},
       {"rot-cov-bi", 4e-3, true},
       {"rot-cov-uni", 2e-3, true},
@@ -78,6 +80,7 @@ struct MethodOptions {
   std::int64_t run_steps = 1;   ///< updates per stage in the run (the default horizon)
   double dcasgd_lambda = 0.04;  ///< DC-ASGD's lambda
   double wp_gamma = 0.9;        ///< weight prediction: EMA factor of the weight velocity
+  double nag_gamma = 0.9;       ///< nag: momentum of delay::Nesterov's weight-space look-ahead
 };
 
 /// The registry's optimizer for a stage, plus whether it needs the stale weights.
@@ -113,6 +116,7 @@ StageMethod<T, Space> make_method(const std::string& name, const MethodOptions& 
       std::max<std::int64_t>(1, std::llround(o.horizon > 0 ? o.horizon : static_cast<double>(o.run_steps)));
   r.dcasgd_lambda = o.dcasgd_lambda;
   r.wp_gamma = o.wp_gamma;
+  r.nag_gamma = o.nag_gamma;
   return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params));
 }
 

@@ -531,7 +531,7 @@ TEST_CASE("methods: the registry's names, the pipeline's default rates, PipeDrea
     CHECK_NOTHROW(make_method<double, Kokkos::Serial>(d.base, {}, space, w0));
     const std::string base = d.base;
     if (base.rfind("rot-", 0) == 0 || base == "soap" || base == "full-eigen")
-      for (const char* comp : {"pipedream-lr", "nesterov", "dcasgd", "weight-pred"})
+      for (const char* comp : {"pipedream-lr", "nesterov", "dcasgd", "weight-pred", "nag"})
         CHECK_NOTHROW(make_method<double, Kokkos::Serial>(base + "+" + comp, {}, space, w0));
   }
   CHECK(make_method<double, Kokkos::Serial>("dcasgd", {}, space, w0).needs_stale_weights());
