@@ -411,7 +411,8 @@ void probe_single(const Quadratic& q, nlohmann::json& out) {
 /// R = E[G^T G] over 64 minibatch gradients (what a rotated method starts from); then, from the whole
 /// Hessian (n^2 HVPs), the exact ratios and the eigenvalue range there and at the teacher's weights
 /// (a minimum: loss 0), where the gradients vanish and the basis is that of H's partial traces.
-/// Away from a minimum the Hessian is indefinite, which the ratio does not show by itself.
+/// Away from a minimum the Hessian can be indefinite, which the ratio does not show by itself. The
+/// exact part needs n^2 HVPs and an n^2 x n^2 matrix: it is skipped for layers above 64 x 64.
 void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
   const int n = mlp.shape.width, L = mlp.shape.layers;
   std::vector<Mat> w = mlp.init, g(L);
@@ -466,6 +467,11 @@ void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
               before.ratio, after.ratio);
   out = {{"before", before.ratio}, {"after", after.ratio}};
 
+  constexpr std::size_t kMaxExact = 64 * 64;
+  if (N > kMaxExact) {
+    std::printf("probe (layer 0): exact ratios skipped, the layer has %zu > %zu weights\n", N, kMaxExact);
+    return;
+  }
   const Mat I = Mat::Identity(static_cast<Eigen::Index>(N), static_cast<Eigen::Index>(N));
   for (const std::vector<Mat>* at : {&mlp.init, &mlp.teacher}) {
     const bool init = at == &mlp.init;
