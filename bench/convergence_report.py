@@ -159,7 +159,7 @@ def main():
                    if (m, 1) in data]
         t, _, _ = table(data, methods, [1, 2, 4, 8, 16], 16000, coord=coord)
         out += ["### Weight prediction with gamma = 0 (the last step as the velocity), MLP, P = 1 ... 16", "", t, ""]
-    for batch in [8, 16]:
+    for batch in [4, 8, 16]:
         data = collect(d, "mlp-b%d-" % batch)
         if data:
             data.update(gamma0(collect(d, "mlp-wp0batch-b%d." % batch)))

@@ -24,8 +24,8 @@ rot="rot-cov-bi rot-cov-uni rot-mom-bi rot-mom-uni rot-cov-bi+nesterov rot-cov-b
 # name|arguments: one line per job.
 experiments() {
   for m in $coord $rot; do echo "mlp-main-$m|$mlp --stages 1,2,4,8,16 --methods $m"; done
-  # Noisier gradients (batch 8 and 16): closer to the noise-limited regime of the paper's LLM runs.
-  for b in 8 16; do
+  # Noisier gradients (batch 4, 8 and 16): closer to the noise-limited regime of the paper's LLM runs.
+  for b in 4 8 16; do
     for m in $coord rot-cov-bi rot-cov-bi+nesterov rot-cov-bi+weight-pred; do
       echo "mlp-b$b-$m|$mlp --batch $b --stages 1,16 --methods $m"
     done
@@ -81,7 +81,7 @@ experiments() {
   for m in weight-pred rot-cov-bi+weight-pred rot-cov-bi+nesterov+weight-pred; do
     echo "mlp-wp0-$m|$mlp --stages 1,2,4,8,16 --methods $m --wp-gamma 0"
   done
-  for b in 8 16; do
+  for b in 4 8 16; do
     echo "mlp-wp0batch-b$b|$mlp --batch $b --stages 1,16 --methods rot-cov-bi+weight-pred --wp-gamma 0"
   done
   for g in 0 0.25 0.5 0.99; do
