@@ -397,6 +397,28 @@ def main():
                 gamma0_label(m), p, fmt(t1, 50000), fmt(t32, 50000), slowdown(t1, t32, 50000),
                 "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 50000)))
         out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", "\n".join(lines), ""]
+    # Batch 4: torch's psi (mlp-b4-*) and mlp-b4psi-*, NAdam with and without rotation.
+    b4psis = ["0.004", "0.008", "0.016", "0.032"]
+    b4 = {}  # (method, psi) -> {P: counts}
+    for m in ["nesterov", "rot-cov-bi+nesterov"]:
+        for p in b4psis:
+            data = collect(d, ("mlp-b4-%s." % m) if p == "0.004" else ("mlp-b4psi-%s-%s." % (p, m)))
+            if data and all((m, P) in data for P in (1, 16)):
+                b4[(m, p)] = {P: data[(m, P)] for P in (1, 16)}
+    if any(p != "0.004" for (_, p) in b4) and any(m == "nesterov" for (m, _) in b4):
+        best_p = {m: min((p for p in b4psis if (m, p) in b4), key=lambda p: median(b4[(m, p)][16]))
+                  for m in ["nesterov", "rot-cov-bi+nesterov"] if any((m, p) in b4 for p in b4psis)}
+        coord_best = median(b4[("nesterov", best_p["nesterov"])][16])
+        lines = ["| method | " + " | ".join("ψ = %s" % p for p in b4psis) +
+                 " | best ψ | P = 1 at best ψ | slowdown | % fewer than NAdam at its best ψ | per seed at 16 |",
+                 "|---" * (len(b4psis) + 6) + "|"]
+        for m, p in best_p.items():
+            cells = [fmt(median(b4[(m, q)][16])) if (m, q) in b4 else "" for q in b4psis]
+            t1, t16 = median(b4[(m, p)][1]), median(b4[(m, p)][16])
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                m, " | ".join(cells), p, fmt(t1), slowdown(t1, t16), "—" if m == "nesterov" else pct(t16, coord_best),
+                per_seed(b4[(m, p)][16])))
+        out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", "\n".join(lines), ""]
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
     if scale_docs:

@@ -113,6 +113,12 @@ experiments() {
       echo "mlp-psi-$p-$m|$mlp --stages 1,16 --methods $m --nadam-momentum-decay $p --wp-gamma 0"
     done
   done
+  # The same at batch 4 (its runs are ~3x longer), without prediction.
+  for p in 0.008 0.016 0.032; do
+    for m in nesterov rot-cov-bi+nesterov; do
+      echo "mlp-b4psi-$p-$m|$mlp --batch 4 --stages 1,16 --methods $m --nadam-momentum-decay $p"
+    done
+  done
   # P = 1 ... 16 for each NAdam method at its best psi of the grid above (--wp-gamma only acts on
   # the two with prediction).
   for m_p in nesterov_0.016 rot-cov-bi+nesterov_0.032 nesterov+weight-pred_0.064 rot-cov-bi+nesterov+weight-pred_0.064; do
