@@ -207,6 +207,15 @@ def main():
                         ", ".join("%.3g" % x for x in long_lr[(m, 32)])))
             out += ["### MLP pipeline, 32 layers, P = 32, coordinate methods run to 150000 steps", "", t, "",
                     "\n".join(lines), ""]
+    l32b8 = collect(d, "mlp-l32b8-")
+    if l32b8:
+        methods = [m for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"] if (m, 1) in l32b8]
+        t, _, _ = table(l32b8, methods, [1, 32], 100000)
+        lines = ["| method | per seed at P = 1 | per seed at P = 32 |", "|---|---|---|"]
+        for m in methods:
+            lines.append("| %s | %s | %s |" % (m, per_seed(l32b8[(m, 1)], 100000),
+                                               per_seed(l32b8.get((m, 32), []), 100000)))
+        out += ["### MLP pipeline, 32 layers, P = 32, batch 8", "", t, "", "\n".join(lines), ""]
     nostash = collect(d, "mlp-nostash-")
     if nostash and main_data:
         lines = ["| method | P = 4 on | P = 4 off | P = 16 on | P = 16 off |", "|---|---|---|---|---|"]

@@ -5,7 +5,7 @@
 #
 #   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
 #
-# then bench/convergence_report.py OUT renders the tables and PNGs. ~5 hours on 2 cores (P = 32: more than half).
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~6 hours on 2 cores (P = 32: more than half).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build/default/bench/delayopt_convergence}
