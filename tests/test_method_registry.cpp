@@ -112,7 +112,7 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [d, e] = registry_vs_direct("rot-cov-bi+weight-pred", {.lr = 3e-3, .refresh_every = 2}, Opt(c));
     CHECK(d != e);
   }
-  SECTION("nag and rot-cov-bi+nag: delay::Nesterov's look-ahead with nag_gamma, around Adam") {
+  SECTION("nag, rot-cov-bi+nag, rot-cov-bi+nesterov+nag: delay::Nesterov with nag_gamma") {
     const tools::MethodOptions m{.lr = 3e-3, .refresh_every = 2, .nag_gamma = 0.5};
     using Coord = Optimizer<basis::Identity, moment::Adam, delay::Nesterov>;
     const auto coord = Coord({.delay = {.gamma = 0.5}, .schedule = {.lr = 3e-3}});

@@ -43,7 +43,7 @@ inline const std::vector<MethodDefault>& method_defaults() {
       // At tau = 0 (P = 1) both are Adam bit for bit, so the P = 1 grid gives Adam's rate.
       {"dcasgd", 1e-3, true},
       {"weight-pred", 1e-3, true},
-      // Adam's: at P = 1 it is Adam plus an EMA of Adam's steps, same step length (not tuned on digits).
+      // Adam's, not tuned on digits: at P = 1 it averages Adam's steps (gamma 0.9).
       {"nag", 1e-3, false},
       {"soap", 4e-3, true},
       {"rot-cov-bi", 4e-3, true},
