@@ -208,9 +208,11 @@ def main():
             out += ["### MLP pipeline, 32 layers, P = 32, coordinate methods run to 150000 steps", "", t, "",
                     "\n".join(lines), ""]
     l32b8 = collect(d, "mlp-l32b8-")
+    l32b8.update(gamma0(collect(d, "mlp-l32b8wp0-")))
     if l32b8:
-        methods = [m for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"] if (m, 1) in l32b8]
-        t, _, _ = table(l32b8, methods, [1, 32], 100000)
+        methods = [m for m in ["adam", "nesterov", "nesterov+weight-pred (γ = 0)", "rot-cov-bi", "rot-cov-bi+nesterov",
+                               "rot-cov-bi+nesterov+weight-pred (γ = 0)"] if (m, 1) in l32b8]
+        t, _, _ = table(l32b8, methods, [1, 32], 100000, coord=COORD0)
         lines = ["| method | per seed at P = 1 | per seed at P = 32 |", "|---|---|---|"]
         for m in methods:
             lines.append("| %s | %s | %s |" % (m, per_seed(l32b8[(m, 1)], 100000),

@@ -40,6 +40,9 @@ experiments() {
   for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
     echo "mlp-l32b8-$m|${mlp/16000/100000} --batch 8 --layers 32 --stages 1,32 --lr-min 1e-5 --methods $m"
   done
+  for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
+    echo "mlp-l32b8wp0-$m|${mlp/16000/100000} --batch 8 --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods $m"
+  done
   echo "mlp-l32wp0-rot-cov-bi+weight-pred|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods rot-cov-bi+weight-pred"
   # Prediction from the last step with NAdam in the basis (the best combination at P = 16) and, as
   # baselines, with Adam and NAdam in the coordinate basis; one job per seed.
