@@ -61,6 +61,15 @@ typename Optimizer<basis::KroneckerEigen, moment::Adam, Delay>::Config rotated_a
   return c;
 }
 
+// The registry's rotated NAdam with delay policy Delay at the tests' rate, in the paper's basis.
+template <class Delay>
+typename Optimizer<basis::KroneckerEigen, moment::NAdam, Delay>::Config rotated_nadam_config() {
+  typename Optimizer<basis::KroneckerEigen, moment::NAdam, Delay>::Config c;
+  c.basis = paper_basis();
+  c.schedule.lr = 3e-3;
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("method registry: names build the documented compositions", "[registry]") {
@@ -126,10 +135,8 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [e, f] = registry_vs_direct("rot-cov-bi+nag", m, Rot(rc));
     CHECK(e == f);
     using RotNAdam = Optimizer<basis::KroneckerEigen, moment::NAdam, delay::Nesterov>;
-    typename RotNAdam::Config nc;
-    nc.basis = paper_basis();
+    auto nc = rotated_nadam_config<delay::Nesterov>();
     nc.delay.gamma = 0.5;
-    nc.schedule.lr = 3e-3;
     const auto [g, h] = registry_vs_direct("rot-cov-bi+nesterov+nag", m, RotNAdam(nc));
     CHECK(g == h);
   }
@@ -145,10 +152,8 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
   }
   SECTION("rot-cov-bi+nesterov+dcasgd: NAdam and DC-ASGD in the basis") {
     using Opt = Optimizer<basis::KroneckerEigen, moment::NAdam, delay::DCASGD>;
-    typename Opt::Config c;
-    c.basis = paper_basis();
+    auto c = rotated_nadam_config<delay::DCASGD>();
     c.delay.lambda = 0.5;
-    c.schedule.lr = 3e-3;
     const auto [a, b] = registry_vs_direct("rot-cov-bi+nesterov+dcasgd", o, Opt(c));
     CHECK(a == b);
     const auto [d, e] = registry_vs_direct("rot-cov-bi+nesterov", o, Opt(c));
