@@ -362,11 +362,11 @@ Outcome run_mlp(const Mlp& mlp, const std::string& name, delayopt::tools::Method
 
 // ---- misalignment probe ------------------------------------------------------------------------
 
-/// ||H||_{1,1} / tr H of H seen in the orthonormal basis Q (columns = basis vectors), exactly.
-double exact_ratio(const Mat& H, const Mat& Q) {
-  const Mat Ht = Q.transpose() * H * Q;
-  return Ht.cwiseAbs().sum() / Ht.trace();
-}
+/// ||H||_{1,1} / tr H, exactly.
+double l11_ratio(const Mat& H) { return H.cwiseAbs().sum() / H.trace(); }
+
+/// The same for H seen in the orthonormal basis Q (columns = basis vectors).
+double exact_ratio(const Mat& H, const Mat& Q) { return l11_ratio(Q.transpose() * H * Q); }
 
 /// The eigenbasis U (x) V of H's Kronecker factors by partial traces, A_ik = sum_j H_(ij),(kj) and
 /// B_jl = sum_i H_(ij),(il) (row-major vec W, W rows x cols): exactly H's eigenbasis when
@@ -393,7 +393,7 @@ void probe_single(const Quadratic& q, nlohmann::json& out) {
   delayopt::probe::Vector qv(Q.data(), Q.data() + Q.size());
   const auto before = delayopt::probe::misalignment(n, hvp);
   const auto after = delayopt::probe::misalignment(n, delayopt::probe::rotated(hvp, qv, n));
-  const double exact = H.cwiseAbs().sum() / H.trace();
+  const double exact = l11_ratio(H);
   const double exact_after = exact_ratio(H, Q), exact_pt = exact_ratio(H, partial_trace_basis(H, q.rows, q.cols));
   std::printf(
       "probe: ||H||_11 / tr H = %.3f (exact %.3f) in the coordinates, %.3f (exact %.3f) in the factors' "
@@ -472,12 +472,11 @@ void probe_mlp(const Mlp& mlp, nlohmann::json& out) {
     std::printf("probe (layer 0): exact ratios skipped, the layer has %zu > %zu weights\n", N, kMaxExact);
     return;
   }
-  const Mat I = Mat::Identity(static_cast<Eigen::Index>(N), static_cast<Eigen::Index>(N));
   for (const std::vector<Mat>* at : {&mlp.init, &mlp.teacher}) {
     const bool init = at == &mlp.init;
     const Mat H = hessian(hvp_at(*at));
     const Vec eig = Eigen::SelfAdjointEigenSolver<Mat>(H, Eigen::EigenvaluesOnly).eigenvalues();
-    nlohmann::json e = {{"coords", exact_ratio(H, I)},
+    nlohmann::json e = {{"coords", l11_ratio(H)},
                         {"partial_trace", exact_ratio(H, partial_trace_basis(H, n, n))},
                         {"min_eig", eig.minCoeff()},
                         {"max_eig", eig.maxCoeff()}};
