@@ -18,6 +18,8 @@
 
 #include <delayopt/delayopt.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -84,7 +86,25 @@ inline const std::vector<MethodInfo>& method_table() {
   return table;
 }
 
-inline constexpr const char* kCompensations = "pipedream-lr, nesterov, dcasgd, weight-pred, nag";
+/// What may follow a base after '+': nesterov (NAdam as the moment) or a delay policy. Every other
+/// entry is a delay policy, which may also follow "nesterov+"; with_delay() maps each to its type.
+inline constexpr std::array<std::string_view, 5> kCompensations{"pipedream-lr", "nesterov", "dcasgd", "weight-pred",
+                                                                "nag"};
+
+inline bool is_delay_policy(std::string_view c) {
+  return c != "nesterov" && std::find(kCompensations.begin(), kCompensations.end(), c) != kCompensations.end();
+}
+
+/// The compensations (with_nesterov) or only the delay policies, comma-separated.
+inline std::string compensation_list(bool with_nesterov) {
+  std::string out;
+  for (const auto c : kCompensations)
+    if (with_nesterov || c != "nesterov") {
+      if (!out.empty()) out += ", ";
+      out += c;
+    }
+  return out;
+}
 
 /// Every accepted name, for error messages and --help.
 inline std::string method_names() {
@@ -93,9 +113,8 @@ inline std::string method_names() {
     if (!out.empty()) out += ", ";
     out += m.name;
   }
-  out += "; and <rotated base>+<compensation> with compensation one of ";
-  out += kCompensations;
-  out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of pipedream-lr, dcasgd, weight-pred, nag";
+  out += "; and <rotated base>+<compensation> with compensation one of " + compensation_list(true);
+  out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of " + compensation_list(false);
   return out;
 }
 
@@ -200,7 +219,8 @@ AnyMethod<T, Space> with_delay(const std::string& delay_name, const typename Bas
   if (delay_name == "weight-pred")
     return compose<Basis, Moment, delay::WeightPrediction>(basis, o, space, params, soap_defaults);
   if (delay_name == "nag") return compose<Basis, Moment, delay::Nesterov>(basis, o, space, params, soap_defaults);
-  throw std::invalid_argument("unknown delay compensation '" + delay_name + "' (known: " + kCompensations + ")");
+  throw std::invalid_argument("unknown delay compensation '" + delay_name + "' (known: " + compensation_list(true) +
+                              ")");
 }
 
 /// The delay policy's name in "nesterov+<delay policy>" (NAdam as the moment with that delay);
@@ -234,17 +254,15 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   const auto unknown = [&] {
     return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   };
-  const auto is_delay = [](const std::string& c) {
-    return c == "pipedream-lr" || c == "dcasgd" || c == "weight-pred" || c == "nag";
-  };
   // comp: empty, a compensation, or nesterov+<delay compensation>.
   const auto nadam_comp = detail::nadam_delay(comp);
-  if (!comp.empty() && comp != "nesterov" && !is_delay(comp) && !(nadam_comp && is_delay(*nadam_comp))) throw unknown();
+  if (!comp.empty() && comp != "nesterov" && !is_delay_policy(comp) && !(nadam_comp && is_delay_policy(*nadam_comp)))
+    throw unknown();
   const basis::Identity::Hyper id{};
   if (base == "adam" && comp.empty()) return detail::with_compensation<basis::Identity>("", id, o, space, params);
-  if (comp.empty() && (base == "nesterov" || is_delay(base)))
+  if (comp.empty() && (base == "nesterov" || is_delay_policy(base)))
     return detail::with_compensation<basis::Identity>(base, id, o, space, params);
-  if (base == "nesterov" && is_delay(comp))  // NAdam with a delay policy, coordinate basis
+  if (base == "nesterov" && is_delay_policy(comp))  // NAdam with a delay policy, coordinate basis
     return detail::with_compensation<basis::Identity>(name, id, o, space, params);
   if (base == "full-eigen")
     return detail::with_compensation<basis::FullEigen>(
