@@ -104,6 +104,26 @@ def table(data, methods, delays, cap, delay_name="P", coord=COORD):
     return "\n".join(lines), med, best
 
 
+def psi_table(grid, psis, methods, coord, fewer_title):
+    """NAdam's psi grid at P = 16: each method's count per psi, its best psi with P = 1 and the slowdown
+    there, and % fewer than the best of the coord methods, each at its own best psi. grid maps
+    (method, psi) to {P: counts}."""
+    best_p = {m: min((p for p in psis if (m, p) in grid), key=lambda p: median(grid[(m, p)][16]))
+              for m in methods if any((m, p) in grid for p in psis)}
+    coord_best = min(median(grid[(m, best_p[m])][16]) for m in coord if m in best_p)
+    lines = ["| method | " + " | ".join("ψ = %s" % p for p in psis) +
+             " | best ψ | P = 1 at best ψ | slowdown | %s | per seed at 16 |" % fewer_title,
+             "|---" * (len(psis) + 6) + "|"]
+    for m, p in best_p.items():
+        label = gamma0_label(m) if m.endswith("weight-pred") else m
+        cells = [fmt(median(grid[(m, q)][16])) if (m, q) in grid else "" for q in psis]
+        t16, t1 = median(grid[(m, p)][16]), median(grid[(m, p)][1]) if 1 in grid[(m, p)] else None
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, " | ".join(cells), p, fmt(t1) if t1 else "", slowdown(t1, t16) if t1 else "",
+            "—" if m in coord else pct(t16, coord_best), per_seed(grid[(m, p)][16])))
+    return "\n".join(lines)
+
+
 def plot(path, med, best, methods, delays, title):
     """Two panels: slowdown T(P)/T(1) and % fewer iterations than the best coordinate method."""
     base = os.path.splitext(path)[0]
@@ -362,21 +382,9 @@ def main():
             if data and (m, 16) in data:
                 grid[(m, p)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
     if any(p != "0.004" for (_, p) in grid):
-        best_p = {m: min((p for p in psis if (m, p) in grid), key=lambda p: median(grid[(m, p)][16]))
-                  for m in default if any((m, p) in grid for p in psis)}
-        coord_best = min(median(grid[(m, best_p[m])][16]) for m in ["nesterov", "nesterov+weight-pred"]
-                         if m in best_p)
-        lines = ["| method | " + " | ".join("ψ = %s" % p for p in psis) +
-                 " | best ψ | P = 1 at best ψ | slowdown | % fewer than the best coordinate method, ψ tuned | "
-                 "per seed at 16 |", "|---" * (len(psis) + 6) + "|"]
-        for m, p in best_p.items():
-            label = gamma0_label(m) if m.endswith("weight-pred") else m
-            cells = [fmt(median(grid[(m, q)][16])) if (m, q) in grid else "" for q in psis]
-            t16, t1 = median(grid[(m, p)][16]), median(grid[(m, p)][1]) if 1 in grid[(m, p)] else None
-            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                label, " | ".join(cells), p, fmt(t1) if t1 else "", slowdown(t1, t16) if t1 else "",
-                "—" if not m.startswith("rot") else pct(t16, coord_best), per_seed(grid[(m, p)][16])))
-        out += ["### NAdam's look-ahead schedule psi at P = 16 (median iterations)", "", "\n".join(lines), ""]
+        t = psi_table(grid, psis, list(default), ["nesterov", "nesterov+weight-pred"],
+                      "% fewer than the best coordinate method, ψ tuned")
+        out += ["### NAdam's look-ahead schedule psi at P = 16 (median iterations)", "", t, ""]
     # P = 1 ... 16 for each NAdam method at its best psi (mlp-psicurve-*).
     curve, labels = {}, {}
     for m, p in [("nesterov", "0.016"), ("nesterov+weight-pred", "0.064"), ("rot-cov-bi+nesterov", "0.032"),
@@ -417,19 +425,8 @@ def main():
             if data and all((m, P) in data for P in (1, 16)):
                 b4[(m, p)] = {P: data[(m, P)] for P in (1, 16)}
     if any(p != "0.004" for (_, p) in b4) and any(m == "nesterov" for (m, _) in b4):
-        best_p = {m: min((p for p in b4psis if (m, p) in b4), key=lambda p: median(b4[(m, p)][16]))
-                  for m in ["nesterov", "rot-cov-bi+nesterov"] if any((m, p) in b4 for p in b4psis)}
-        coord_best = median(b4[("nesterov", best_p["nesterov"])][16])
-        lines = ["| method | " + " | ".join("ψ = %s" % p for p in b4psis) +
-                 " | best ψ | P = 1 at best ψ | slowdown | % fewer than NAdam at its best ψ | per seed at 16 |",
-                 "|---" * (len(b4psis) + 6) + "|"]
-        for m, p in best_p.items():
-            cells = [fmt(median(b4[(m, q)][16])) if (m, q) in b4 else "" for q in b4psis]
-            t1, t16 = median(b4[(m, p)][1]), median(b4[(m, p)][16])
-            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                m, " | ".join(cells), p, fmt(t1), slowdown(t1, t16), "—" if m == "nesterov" else pct(t16, coord_best),
-                per_seed(b4[(m, p)][16])))
-        out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", "\n".join(lines), ""]
+        t = psi_table(b4, b4psis, ["nesterov", "rot-cov-bi+nesterov"], ["nesterov"], "% fewer than NAdam at its best ψ")
+        out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", t, ""]
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
     if scale_docs:
