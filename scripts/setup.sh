@@ -22,7 +22,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 
 # ---- apt packages -------------------------------------------------------------------------------
-packages=(cmake ninja-build g++ libeigen3-dev catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev python3 libopenmpi-dev openmpi-bin python3-sklearn fortunes-min gnuplot-nox)
+packages=(cmake ninja-build g++ libeigen3-dev catch2 libbenchmark-dev libcli11-dev nlohmann-json3-dev python3 libopenmpi-dev openmpi-bin python3-sklearn fortunes-min gnuplot-nox python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
