@@ -154,6 +154,46 @@ def plot(path, med, best, methods, delays, title):
     os.remove(base + ".dat")
 
 
+def torch_oracle(d):
+    """The PyTorch oracle (bench/torch_mlp_reference.py): with delayopt's draws, how many records
+    reproduce mlp-main-* exactly; with torch's draws, the headline table; Adam's spread over seeds."""
+    out = []
+    ours = {}
+    for fn in glob.glob(os.path.join(d, "mlp-main-*.json")):
+        for r in load(d, os.path.basename(fn)[:-5])["records"]:
+            ours[(r["method"], r["stages"], r["seed"])] = r
+    same = [r for fn in sorted(glob.glob(os.path.join(d, "torch-ref-delayopt-*.json")))
+            for r in load(d, os.path.basename(fn)[:-5])["records"]]
+    if same:
+        agree = [r for r in same if (r["method"], r["stages"], r["seed"]) in ours and
+                 ours[(r["method"], r["stages"], r["seed"])]["iters_to_target"] == r["iters_to_target"] and
+                 abs(ours[(r["method"], r["stages"], r["seed"])]["lr"] / r["lr"] - 1) < 1e-9]
+        worst = max(abs(ours[k]["final_loss"] / r["final_loss"] - 1) for r in same
+                    for k in [(r["method"], r["stages"], r["seed"])] if k in ours)
+        out += ["### PyTorch oracle, delayopt's draws (--rng delayopt)", "",
+                "- %d of %d records (%s; P = %s; seeds %s) have the iterations and best rate of mlp-main-*; "
+                "final f/f0 differ by at most %.1e (relative)"
+                % (len(agree), len(same), ", ".join(sorted({r["method"] for r in same})),
+                   ", ".join(str(p) for p in sorted({r["stages"] for r in same})),
+                   ", ".join(str(s) for s in sorted({r["seed"] for r in same})), worst), ""]
+    other = collect(d, "torch-ref-torch-")
+    if other:
+        methods = [m for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"] if (m, 1) in other]
+        t, _, _ = table(other, methods, [1, 16], 16000)
+        seeds = ["| %s | %s |" % (m, per_seed(other[(m, 16)])) for m in methods if (m, 16) in other]
+        out += ["### PyTorch oracle, torch's draws (--rng torch), median of 3 seeds", "", t, "",
+                "| method | per seed at P = 16 |", "|---|---|"] + seeds + [""]
+    for rng in ["delayopt", "torch"]:
+        spread = collect(d, "torch-ref-spread-%s." % rng)
+        if spread:
+            (m, p), v = next(iter(spread.items()))
+            its = sorted(INF if x is None else x for x in v)
+            out.append("- %s at P = %d, one rate, %d seeds, %s's draws: %s ... %s, median %s, quartiles %s / %s"
+                       % (m, p, len(its), rng, fmt(its[0]), fmt(its[-1]), fmt(median(its)),
+                          fmt(statistics.quantiles(its, n=4)[0]), fmt(statistics.quantiles(its, n=4)[2])))
+    return out + ([""] if out and out[-1] else [])
+
+
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "docs/data/convergence"
     out = []
@@ -427,6 +467,7 @@ def main():
     if any(p != "0.004" for (_, p) in b4) and any(m == "nesterov" for (m, _) in b4):
         t = psi_table(b4, b4psis, ["nesterov", "rot-cov-bi+nesterov"], ["nesterov"], "% fewer than NAdam at its best ψ")
         out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", t, ""]
+    out += torch_oracle(d)
     rows = []
     scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
     if scale_docs:

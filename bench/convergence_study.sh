@@ -5,7 +5,7 @@
 #
 #   bench/convergence_study.sh [build/default/bench/delayopt_convergence] [experiment-prefix...]
 #
-# then bench/convergence_report.py OUT renders the tables and PNGs. ~6 hours on 2 cores (P = 32: more than half).
+# then bench/convergence_report.py OUT renders the tables and PNGs. ~6.5 hours on 2 cores (P = 32: more than half).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${1:-$root/build/default/bench/delayopt_convergence}
@@ -145,16 +145,28 @@ experiments() {
   for ts_is in 1_1 1_0.25 1_0 0.5_0.5 1.5_1; do
     echo "mlp-scale-t${ts_is%_*}-i${ts_is#*_}|--problem mlp --seeds 1 --max-iters 16000 --stages 1,16 --teacher-scale ${ts_is%_*} --init-scale ${ts_is#*_} --methods adam,nesterov,rot-cov-bi,rot-cov-bi+nesterov"
   done
+  # The PyTorch oracle (bench/torch_mlp_reference.py; "@torch" runs it instead of delayopt_convergence):
+  # the headline's four methods on delayopt's draws (must match mlp-main-* run for run) and on
+  # torch's; and Adam's spread over 24 problem instances at one rate, from both programs' draws.
+  for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
+    for rng in delayopt torch; do echo "torch-ref-$rng-$m|@torch --rng $rng --seeds $seeds --stages 1,16 --methods $m"; done
+  done
+  many=$(seq -s, 1 24)
+  echo "torch-ref-spread-delayopt|--problem mlp --seeds $many --max-iters 16000 --stages 1 --methods adam --lr-grid 0.005623413251903491"
+  echo "torch-ref-spread-torch|@torch --rng torch --seeds $many --stages 1 --methods adam --lr-grid 0.005623413251903491"
   echo "probe-kron|--problem kron-lstsq --rows 16 --cols 8 --kappa 100 --tau 0 --seeds $seeds --methods adam --probe"
   echo "probe-mlp|--problem mlp --stages 1 --seeds $seeds --methods adam --probe"
 }
 
 run_one() {
-  local name=${1%%|*} args=${1#*|}
+  local name=${1%%|*} args=${1#*|} cmd=("$bin")
+  [[ $args == @torch* ]] && cmd=("$torch_python" "$root/bench/torch_mlp_reference.py") args=${args#@torch}
   # shellcheck disable=SC2086
-  "$bin" $args --json "$out/$name.json" >"$out/$name.log" 2>&1 && echo "done  $name" || echo "FAILED $name (see $out/$name.log)"
+  "${cmd[@]}" $args --json "$out/$name.json" >"$out/$name.log" 2>&1 && echo "done  $name" || echo "FAILED $name (see $out/$name.log)"
 }
+# Debian's python3-torch is in /usr/bin/python3 (a pyenv python3 on PATH may lack it).
+torch_python=${TORCH_PYTHON:-/usr/bin/python3}
 export -f run_one
-export bin out
+export bin out root torch_python
 experiments | { if [ $# -gt 0 ]; then grep -E "^($(IFS='|'; echo "$*"))"; else cat; fi; } |
   xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {}

@@ -324,8 +324,10 @@ def main():
                       f"{best['rel']:>8.4f} {time.perf_counter() - t0:>6.0f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"records": records, "source": "bench/torch_mlp_reference.py " + " ".join(sys.argv[1:])},
-                      f, indent=1)
+            argv = sys.argv[1:]
+            if "--json" in argv:  # where the file went is not part of what produced it
+                del argv[argv.index("--json"):argv.index("--json") + 2]
+            json.dump({"records": records, "source": " ".join(["bench/torch_mlp_reference.py"] + argv)}, f, indent=1)
     print("\nmedian iterations (seeds):")
     for method in a.methods.split(","):
         row = []
