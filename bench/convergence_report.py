@@ -156,41 +156,64 @@ def plot(path, med, best, methods, delays, title):
 
 def torch_oracle(d):
     """The PyTorch oracle (bench/torch_mlp_reference.py): with delayopt's draws, how many records
-    reproduce mlp-main-* exactly; with torch's draws, the headline table; Adam's spread over seeds."""
+    reproduce delayopt_convergence's exactly; with torch's draws, the headline table; Adam's spread
+    over seeds."""
+    def records(prefix, wp0=None):
+        """Records of prefix*.json (of prefix itself if it ends in .json); wp0 True / False: only files
+        run with / without --wp-gamma 0."""
+        pattern = prefix if prefix.endswith(".json") else prefix + "*.json"
+        return [r for fn in sorted(glob.glob(os.path.join(d, pattern)))
+                if wp0 is None or ("-wp0-" in os.path.basename(fn)) == wp0
+                for r in load(d, os.path.basename(fn)[:-5])["records"]]
+
+    def by_key(recs):
+        return {(r["method"], r["stages"], r["seed"]): r for r in recs}
+
     out = []
-    ours = {}
-    for fn in glob.glob(os.path.join(d, "mlp-main-*.json")):
-        for r in load(d, os.path.basename(fn)[:-5])["records"]:
-            ours[(r["method"], r["stages"], r["seed"])] = r
-    same = [r for fn in sorted(glob.glob(os.path.join(d, "torch-ref-delayopt-*.json")))
-            for r in load(d, os.path.basename(fn)[:-5])["records"]]
-    if same:
-        agree = [r for r in same if (r["method"], r["stages"], r["seed"]) in ours and
-                 ours[(r["method"], r["stages"], r["seed"])]["iters_to_target"] == r["iters_to_target"] and
-                 abs(ours[(r["method"], r["stages"], r["seed"])]["lr"] / r["lr"] - 1) < 1e-9]
-        worst = max(abs(ours[k]["final_loss"] / r["final_loss"] - 1) for r in same
-                    for k in [(r["method"], r["stages"], r["seed"])] if k in ours)
+    # delayopt_convergence's runs of the same configurations: the headline, and --wp-gamma 0 (batch 32).
+    ours = {False: by_key(records("mlp-main-")),
+            True: by_key(records("mlp-wp0-") + records("mlp-nadam-wp0.json") + records("mlp-nadam-wp0-p1.json"))}
+    key = lambda r: (r["method"], r["stages"], r["seed"])  # noqa: E731
+    same = [(r, ours[wp0].get(key(r))) for wp0 in (False, True) for r in records("torch-ref-delayopt-", wp0)]
+    matched = [(r, o) for r, o in same if o is not None]
+    if matched:
+        agree = [r for r, o in matched
+                 if o["iters_to_target"] == r["iters_to_target"] and abs(o["lr"] / r["lr"] - 1) < 1e-9]
+        worst = max(abs(o["final_loss"] / r["final_loss"] - 1) for r, o in matched)
+        names = sorted({r["method"] if "weight-pred" not in r["method"] else gamma0_label(r["method"])
+                        for r, _ in matched}, key=lambda m: ("weight-pred" in m, m))
         out += ["### PyTorch oracle, delayopt's draws (--rng delayopt)", "",
-                "- %d of %d records (%s; P = %s; seeds %s) have the iterations and best rate of mlp-main-*; "
-                "final f/f0 differ by at most %.1e (relative)"
-                % (len(agree), len(same), ", ".join(sorted({r["method"] for r in same})),
-                   ", ".join(str(p) for p in sorted({r["stages"] for r in same})),
-                   ", ".join(str(s) for s in sorted({r["seed"] for r in same})), worst), ""]
-    other = collect(d, "torch-ref-torch-")
+                "- %d of %d records (%s; P = %s; seeds %s) have the iterations and best rate of delayopt_convergence's "
+                "run of the same configuration; final f/f0 differ by at most %.1e (relative); %d records have no "
+                "such run" % (len(agree), len(matched), ", ".join(names),
+                              ", ".join(str(p) for p in sorted({r["stages"] for r, _ in matched})),
+                              ", ".join(str(s) for s in sorted({r["seed"] for r, _ in matched})), worst,
+                              len(same) - len(matched)), ""]
+    other = {}
+    for r in records("torch-ref-torch-", False):
+        other.setdefault((r["method"], r["stages"]), []).append(r["iters_to_target"])
+    for r in records("torch-ref-torch-", True):
+        other.setdefault((gamma0_label(r["method"]), r["stages"]), []).append(r["iters_to_target"])
     if other:
-        methods = [m for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"] if (m, 1) in other]
-        t, _, _ = table(other, methods, [1, 16], 16000)
+        methods = [m for m in ["adam", "nesterov", gamma0_label("nesterov+weight-pred"), "rot-cov-bi",
+                               "rot-cov-bi+nesterov", gamma0_label("rot-cov-bi+nesterov+weight-pred")]
+                   if (m, 1) in other]
+        t, _, _ = table(other, methods, [1, 16], 16000, coord=COORD0)
         seeds = ["| %s | %s |" % (m, per_seed(other[(m, 16)])) for m in methods if (m, 16) in other]
         out += ["### PyTorch oracle, torch's draws (--rng torch), median of 3 seeds", "", t, "",
                 "| method | per seed at P = 16 |", "|---|---|"] + seeds + [""]
+    perstage = collect(d, "torch-ref-perstage.")
+    if perstage:
+        out.append("- per-stage delay model (each stage's gradient from the whole network at its stale version), "
+                   "seed 1: " + ", ".join("%s %s at P = %d" % (m, per_seed(v), p) for (m, p), v in sorted(perstage.items())))
     for rng in ["delayopt", "torch"]:
         spread = collect(d, "torch-ref-spread-%s." % rng)
         if spread:
             (m, p), v = next(iter(spread.items()))
             its = sorted(INF if x is None else x for x in v)
+            q = statistics.quantiles(its, n=4)
             out.append("- %s at P = %d, one rate, %d seeds, %s's draws: %s ... %s, median %s, quartiles %s / %s"
-                       % (m, p, len(its), rng, fmt(its[0]), fmt(its[-1]), fmt(median(its)),
-                          fmt(statistics.quantiles(its, n=4)[0]), fmt(statistics.quantiles(its, n=4)[2])))
+                       % (m, p, len(its), rng, fmt(its[0]), fmt(its[-1]), fmt(median(its)), fmt(q[0]), fmt(q[2])))
     return out + ([""] if out and out[-1] else [])
 
 

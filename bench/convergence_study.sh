@@ -151,6 +151,11 @@ experiments() {
   for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
     for rng in delayopt torch; do echo "torch-ref-$rng-$m|@torch --rng $rng --seeds $seeds --stages 1,16 --methods $m"; done
   done
+  for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do  # against mlp-wp0-*
+    for rng in delayopt torch; do echo "torch-ref-$rng-wp0-$m|@torch --rng $rng --seeds $seeds --stages 1,16 --wp-gamma 0 --methods $m"; done
+  done
+  # Does the delay model matter? Each stage's gradient from the whole network at its stale version.
+  echo "torch-ref-perstage|@torch --delay-model per-stage --seeds 1 --stages 16 --methods nesterov,rot-cov-bi,rot-cov-bi+nesterov --lr-grid 5.6234132519034910e-4,1e-3,1.7782794100389228e-3,3.1622776601683794e-3,5.623413251903491e-3"
   many=$(seq -s, 1 24)
   echo "torch-ref-spread-delayopt|--problem mlp --seeds $many --max-iters 16000 --stages 1 --methods adam --lr-grid 0.005623413251903491"
   echo "torch-ref-spread-torch|@torch --rng torch --seeds $many --stages 1 --methods adam --lr-grid 0.005623413251903491"

@@ -5,8 +5,9 @@ pipelined residual MLP of `delayopt_convergence --problem mlp`): an oracle for t
 It shares no code with delayopt: the network and its gradient by torch autograd, its own delay
 simulation with weight stashing, torch.optim.Adam and torch.optim.NAdam for the coordinate
 baselines, and the basis-rotation paper's Algorithm 1 (arXiv 2602.03515; docs/policies.md) written
-out in torch for `rot-cov-bi` and for NAdam in that basis (`rot-cov-bi+nesterov`). The problem,
-the delay model, the target and the learning-rate search follow docs/convergence.md.
+out in torch for `rot-cov-bi` and for NAdam in that basis (`rot-cov-bi+nesterov`); each of them
+also with PipeMare's weight prediction (`<base>+weight-pred`, `--wp-gamma`). The problem, the delay
+model, the target and the learning-rate search follow docs/convergence.md.
 
   --rng delayopt (default)  the C++ program's random draws (std::mt19937 and libstdc++'s normal
                             distribution, re-implemented here): the same instances and minibatches,
@@ -195,7 +196,16 @@ class TorchOptimizer:
         self.opt.step()
 
 
-METHODS = ("adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov")
+BASES = ("adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov")
+# <base>+weight-pred (weight-pred alone: Adam's): PipeMare's weight prediction (--wp-gamma).
+METHODS = BASES + ("weight-pred", "nesterov+weight-pred", "rot-cov-bi+weight-pred", "rot-cov-bi+nesterov+weight-pred")
+
+
+def base_of(name):
+    """(the optimizer's name, whether it predicts weights)."""
+    if name == "weight-pred":
+        return "adam", True
+    return name.removesuffix("+weight-pred"), name.endswith("+weight-pred")
 
 
 def make_method(name, w, lr):
@@ -214,28 +224,48 @@ def make_method(name, w, lr):
 # ---- the pipeline -----------------------------------------------------------------------------
 
 
-def run(mlp, method, lr, stages, limit, target, eval_every=25):
+def run(mlp, method, lr, stages, limit, target, eval_every=25, wp_gamma=0.9, per_stage=False):
     """Iterations to held-out loss <= target * initial (None if not within `limit`), final f/f0.
     Stage s holds layers [s L / P, (s + 1) L / P) and sees delay tau_s = P - 1 - s: the gradient of
     step t is taken (forward and backward: weight stashing) in a network whose stage-s layers are
     their version after t - 1 - tau_s updates (the initial weights before that), and every stage
-    applies its part to its current weights."""
+    applies its part to its current weights. With weight prediction (PipeMare) the stored version
+    is extrapolated tau_s steps ahead along the EMA u <- g u + (1 - g)(w_new - w_old) of the weight
+    change: the forward and backward run on where the weights will be when the gradient lands.
+    per_stage (not the issue's model; a probe of how much the model matters): stage s's gradient is
+    taken in the whole network at its version after t - 1 - tau_s updates, one pass per stage."""
     L = mlp.layers
     tau = torch.tensor([stages - 1 - (l * stages) // L for l in range(L)])
     layer_ids = torch.arange(L)
     w = mlp.init.clone().requires_grad_(False)
     ring = mlp.init.expand(stages, -1, -1, -1).clone()  # slot j % P: the weights after j updates
-    opt = make_method(method, w, lr)
+    base, predicts = base_of(method)
+    opt = make_method(base, w, lr)
+    velocity = torch.zeros_like(w)
+    ahead = tau.to(DTYPE)[:, None, None]
     f0 = mlp.held_loss(w)
     rel = 1.0
     for it in range(1, limit + 1):
         x, y = mlp.minibatch(it - 1)
-        wf = ring[(it - 1 - tau) % stages, layer_ids].requires_grad_(True)
-        d = Mlp.forward(wf, x) - y
-        loss = 0.5 * d.square().sum() / x.shape[1]
-        (g,) = torch.autograd.grad(loss, wf)
+        if per_stage:
+            g = torch.empty_like(w)
+            for delay in range(stages):
+                wf = ring[(it - 1 - delay) % stages].clone().requires_grad_(True)
+                d = Mlp.forward(wf, x) - y
+                (gd,) = torch.autograd.grad(0.5 * d.square().sum() / x.shape[1], wf)
+                g[tau == delay] = gd[tau == delay]
+        else:
+            wf = ring[(it - 1 - tau) % stages, layer_ids].requires_grad_(True)
+            d = Mlp.forward(wf, x) - y
+            loss = 0.5 * d.square().sum() / x.shape[1]
+            (g,) = torch.autograd.grad(loss, wf)
+        before = w.clone() if predicts else None
         opt.step(g)
-        ring[it % stages] = w
+        if predicts:
+            velocity.mul_(wp_gamma).add_(w - before, alpha=1 - wp_gamma)
+            ring[it % stages] = w + ahead * velocity
+        else:
+            ring[it % stages] = w
         if it % eval_every == 0 or it == limit:
             rel = mlp.held_loss(w) / f0
             if rel <= target:
@@ -245,7 +275,7 @@ def run(mlp, method, lr, stages, limit, target, eval_every=25):
     return None, rel
 
 
-def search(mlp, method, stages, start, grid, max_iters, target, eval_every=25):
+def search(mlp, method, stages, start, grid, max_iters, target, eval_every=25, **options):
     """delayopt_convergence's outward search: from grid[start], each direction while it improves,
     giving up after two misses in a row; a run must beat the best so far by one evaluation."""
     best = {"iters": None, "rel": math.inf, "i": start}
@@ -256,7 +286,7 @@ def search(mlp, method, stages, start, grid, max_iters, target, eval_every=25):
         limit = best["iters"] - eval_every if best["iters"] else max_iters
         if limit < 1:
             return False
-        iters, rel = run(mlp, method, grid[i], stages, limit, target, eval_every)
+        iters, rel = run(mlp, method, grid[i], stages, limit, target, eval_every, **options)
         better = (len(tried) == 1 or (iters and (not best["iters"] or iters < best["iters"]))
                   or (not iters and not best["iters"] and rel < best["rel"]))
         if better:
@@ -284,6 +314,12 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-iters", type=int, default=16000, help="give up after this many steps")
     ap.add_argument("--target", type=float, default=0.05, help="relative held-out loss to reach")
+    ap.add_argument("--wp-gamma", type=float, default=0.9,
+                    help="weight prediction: EMA factor of the weight velocity, in [0, 1)")
+    ap.add_argument("--delay-model", choices=["stashed", "per-stage"], default="stashed",
+                    help="stashed: the issue's (and delayopt_convergence's) model, one network with each stage at "
+                         "its own stale version; per-stage: each stage's gradient from the whole network at that "
+                         "stage's stale version (P passes per step)")
     ap.add_argument("--rng", choices=["delayopt", "torch"], default="delayopt",
                     help="delayopt: the same instances and minibatches as delayopt_convergence (g++ builds); "
                          "torch: torch's generator, independent draws of the same distribution")
@@ -302,6 +338,8 @@ def main():
     else:  # delayopt_convergence's grid: quarter decades 1e-4 ... 1e-1, the first search from 10^-2.5
         grid, first = [1e-4 * 10 ** (k / 4) for k in range(13)], 6
     stages = [int(s) for s in a.stages.split(",")]
+    if not 0 <= a.wp_gamma < 1:
+        raise SystemExit(f"torch_mlp_reference: --wp-gamma {a.wp_gamma} must be in [0, 1)")
     for m in a.methods.split(","):
         if m not in METHODS:
             raise SystemExit(f"torch_mlp_reference: unknown method {m!r} (one of {', '.join(METHODS)})")
@@ -315,7 +353,8 @@ def main():
             mlp, start = Mlp(seed, layers=a.layers, width=a.width, batch=a.batch, rng=a.rng), first
             for p in stages:
                 t0 = time.perf_counter()
-                best = search(mlp, method, p, start, grid, a.max_iters, a.target)
+                best = search(mlp, method, p, start, grid, a.max_iters, a.target, wp_gamma=a.wp_gamma,
+                              per_stage=a.delay_model == "per-stage")
                 start = best["i"]
                 rec = {"method": method, "stages": p, "seed": seed, "iters_to_target": best["iters"],
                        "lr": grid[best["i"]], "final_loss": best["rel"], "sec_per_step": None}
