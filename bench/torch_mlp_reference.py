@@ -340,6 +340,10 @@ def main():
     else:  # delayopt_convergence's grid: quarter decades 1e-4 ... 1e-1, the first search from 10^-2.5
         grid, first = [1e-4 * 10 ** (k / 4) for k in range(13)], 6
     stages = [int(s) for s in a.stages.split(",")]
+    if any(lr <= 0 for lr in grid) or a.max_iters < 1 or not 0 < a.target < 1:
+        raise SystemExit("torch_mlp_reference: --lr-grid needs positive rates, --max-iters >= 1, --target in (0, 1)")
+    if a.check_against and a.rng != "delayopt":
+        raise SystemExit("torch_mlp_reference: --check-against compares run for run, which needs --rng delayopt")
     if not 0 <= a.wp_gamma < 1:
         raise SystemExit(f"torch_mlp_reference: --wp-gamma {a.wp_gamma} must be in [0, 1)")
     for m in a.methods.split(","):
