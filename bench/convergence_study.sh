@@ -43,6 +43,16 @@ experiments() {
   for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
     echo "mlp-l32b8wp0-$m|${mlp/16000/100000} --batch 8 --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods $m"
   done
+  # psi at P = 32, batch 8, for the best coordinate method and the best combination there: one job
+  # per seed, P = 32 only, five quarter-decade rates around both methods' best at psi 0.004.
+  grid5=3.1622776601683794e-4,5.623413251903491e-4,1e-3,1.7782794100389228e-3,3.1622776601683794e-3
+  for p in 0 0.0005 0.001 0.002 0.008; do
+    for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
+      for s in 1 2 3; do
+        echo "mlp-l32b8psi-$p-$m-s$s|--problem mlp --seeds $s --max-iters 100000 --batch 8 --layers 32 --stages 32 --wp-gamma 0 --nadam-momentum-decay $p --lr-grid $grid5 --methods $m"
+      done
+    done
+  done
   echo "mlp-l32wp0-rot-cov-bi+weight-pred|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods rot-cov-bi+weight-pred"
   # Prediction from the last step with NAdam in the basis (the best combination at P = 16) and, as
   # baselines, with Adam and NAdam in the coordinate basis; one job per seed.
