@@ -479,22 +479,26 @@ def main():
                 gamma0_label(m), p, fmt(t1, 50000), fmt(t32, 50000), slowdown(t1, t32, 50000),
                 "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 50000)))
         out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", "\n".join(lines), ""]
-    # P = 32 at batch 8: torch's psi (mlp-l32b8wp0-*, P = 1 and 32) and mlp-l32b8psi-* (P = 32 only).
+    # P = 32 at batch 8: torch's psi (mlp-l32b8wp0-*, P = 1 and 32) and mlp-l32b8psi-* (P = 32 only;
+    # P = 1 from mlp-l32b8psi1-* where it was run).
     rows, best32 = [], {}
     for p in ["0", "0.0005", "0.001", "0.002", "0.004", "0.008"]:
         for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
             data = collect(d, ("mlp-l32b8wp0-%s." % m) if p == "0.004" else ("mlp-l32b8psi-%s-%s-s" % (p, m)))
+            data.update(collect(d, "mlp-l32b8psi1-%s-%s-s" % (p, m)))
             if len(data.get((m, 32), [])) == 3:
                 best32[(m, p)] = median(data[(m, 32)])
-                rows.append((m, p, data[(m, 32)]))
+                rows.append((m, p, median(data[(m, 1)]) if len(data.get((m, 1), [])) == 3 else None, data[(m, 32)]))
     if any(p != "0.004" for (_, p) in best32):
         coord32 = min(t for (m, _), t in best32.items() if not m.startswith("rot"))
-        lines = ["| method | ψ | P = 32 | % fewer than the best coordinate method, ψ tuned | per seed at 32 |",
-                 "|---|---|---|---|---|"]
-        for m, p, v in rows:
-            lines.append("| %s | %s | %s | %s | %s |" % (gamma0_label(m), p, fmt(best32[(m, p)], 100000),
-                                                         "—" if not m.startswith("rot") else pct(best32[(m, p)], coord32),
-                                                         per_seed(v, 100000)))
+        lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
+                 "per seed at 32 |", "|---|---|---|---|---|---|---|"]
+        for m, p, t1, v in rows:
+            t32 = best32[(m, p)]
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                gamma0_label(m), p, "" if t1 is None else fmt(t1, 100000), fmt(t32, 100000),
+                "" if t1 is None else slowdown(t1, t32, 100000),
+                "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 100000)))
         out += ["### NAdam's look-ahead schedule psi at P = 32, batch 8", "", "\n".join(lines), ""]
     # Batch 4: torch's psi (mlp-b4-*) and mlp-b4psi-*, NAdam with and without rotation.
     b4psis = ["0.004", "0.008", "0.016", "0.032"]

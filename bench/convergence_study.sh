@@ -53,6 +53,12 @@ experiments() {
       done
     done
   done
+  # P = 1 for each method at its best psi there, for the slowdown.
+  for m_p in nesterov+weight-pred_0.001 rot-cov-bi+nesterov+weight-pred_0.002; do
+    for s in 1 2 3; do
+      echo "mlp-l32b8psi1-${m_p#*_}-${m_p%_*}-s$s|--problem mlp --seeds $s --max-iters 100000 --batch 8 --layers 32 --stages 1 --wp-gamma 0 --nadam-momentum-decay ${m_p#*_} --lr-grid $grid5 --methods ${m_p%_*}"
+    done
+  done
   echo "mlp-l32wp0-rot-cov-bi+weight-pred|${mlp/16000/50000} --layers 32 --stages 1,32 --lr-min 1e-5 --wp-gamma 0 --methods rot-cov-bi+weight-pred"
   # Prediction from the last step with NAdam in the basis (the best combination at P = 16) and, as
   # baselines, with Adam and NAdam in the coordinate basis; one job per seed.
