@@ -154,6 +154,33 @@ def plot(path, med, best, methods, delays, title):
     os.remove(base + ".dat")
 
 
+def psi32_table(d, psis, prefixes, cap):
+    """NAdam with prediction (gamma = 0) and the combination at P = 32 over NAdam's psi: P = 1 (where
+    it was run), P = 32, slowdown, % fewer than the best coordinate count over every psi, per seed.
+    prefixes(psi, method) names the collect() prefixes that hold those runs. None below two psi."""
+    rows, best32 = [], {}
+    for p in psis:
+        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
+            data = {}
+            for prefix in prefixes(p, m):
+                data.update(collect(d, prefix))
+            if len(data.get((m, 32), [])) == 3:
+                best32[(m, p)] = median(data[(m, 32)])
+                rows.append((m, p, median(data[(m, 1)]) if len(data.get((m, 1), [])) == 3 else None, data[(m, 32)]))
+    if not any(p != "0.004" for (_, p) in best32):
+        return None
+    coord32 = min(t for (m, _), t in best32.items() if not m.startswith("rot"))
+    lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
+             "per seed at 32 |", "|---|---|---|---|---|---|---|"]
+    for m, p, t1, v in rows:
+        t32 = best32[(m, p)]
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            gamma0_label(m), p, "" if t1 is None else fmt(t1, cap), fmt(t32, cap),
+            "" if t1 is None else slowdown(t1, t32, cap), "—" if not m.startswith("rot") else pct(t32, coord32),
+            per_seed(v, cap)))
+    return "\n".join(lines)
+
+
 def torch_oracle(d):
     """The PyTorch oracle (bench/torch_mlp_reference.py): with delayopt's draws, how many records
     reproduce delayopt_convergence's exactly; with torch's draws, the headline table; Adam's spread
@@ -205,7 +232,8 @@ def torch_oracle(d):
     perstage = collect(d, "torch-ref-perstage.")
     if perstage:
         out.append("- per-stage delay model (each stage's gradient from the whole network at its stale version), "
-                   "seed 1: " + ", ".join("%s %s at P = %d" % (m, per_seed(v), p) for (m, p), v in sorted(perstage.items())))
+                   "seed 1: " + ", ".join("%s %s at P = %d" % (m, per_seed(v), p)
+                                          for (m, p), v in sorted(perstage.items())))
     for rng in ["delayopt", "torch"]:
         spread = collect(d, "torch-ref-spread-%s." % rng)
         if spread:
@@ -461,45 +489,17 @@ def main():
                         coord=[lab for lab, m in labels.items() if not m.startswith("rot")])
         out += ["### P = 1 ... 16 with each NAdam method at its best psi", "", t, ""]
     # The same at P = 32 (32 layers, one job per seed): torch's psi (mlp-l32wp0-*) and mlp-l32psi-*.
-    rows, best32 = [], {}
-    for p in psis:
-        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
-            data = collect(d, ("mlp-l32wp0-%s-s" % m) if p == "0.004" else ("mlp-l32psi-%s-%s-s" % (p, m)))
-            if (m, 32) not in data or len(data[(m, 32)]) < 3:
-                continue
-            t1, t32 = median(data[(m, 1)]), median(data[(m, 32)])
-            best32[(m, p)] = t32
-            rows.append((m, p, t1, t32, data[(m, 32)]))
-    if any(p != "0.004" for (_, p) in best32):
-        coord32 = min(t for (m, _), t in best32.items() if not m.startswith("rot"))
-        lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
-                 "per seed at 32 |", "|---|---|---|---|---|---|---|"]
-        for m, p, t1, t32, v in rows:
-            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                gamma0_label(m), p, fmt(t1, 50000), fmt(t32, 50000), slowdown(t1, t32, 50000),
-                "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 50000)))
-        out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", "\n".join(lines), ""]
+    t = psi32_table(d, psis, lambda p, m: ["mlp-l32wp0-%s-s" % m if p == "0.004" else "mlp-l32psi-%s-%s-s" % (p, m)],
+                    50000)
+    if t:
+        out += ["### NAdam's look-ahead schedule psi at P = 32 (32 layers)", "", t, ""]
     # P = 32 at batch 8: torch's psi (mlp-l32b8wp0-*, P = 1 and 32) and mlp-l32b8psi-* (P = 32 only;
     # P = 1 from mlp-l32b8psi1-* where it was run).
-    rows, best32 = [], {}
-    for p in ["0", "0.0005", "0.001", "0.002", "0.004", "0.008"]:
-        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
-            data = collect(d, ("mlp-l32b8wp0-%s." % m) if p == "0.004" else ("mlp-l32b8psi-%s-%s-s" % (p, m)))
-            data.update(collect(d, "mlp-l32b8psi1-%s-%s-s" % (p, m)))
-            if len(data.get((m, 32), [])) == 3:
-                best32[(m, p)] = median(data[(m, 32)])
-                rows.append((m, p, median(data[(m, 1)]) if len(data.get((m, 1), [])) == 3 else None, data[(m, 32)]))
-    if any(p != "0.004" for (_, p) in best32):
-        coord32 = min(t for (m, _), t in best32.items() if not m.startswith("rot"))
-        lines = ["| method | ψ | P = 1 | P = 32 | slowdown | % fewer than the best coordinate method, ψ tuned | "
-                 "per seed at 32 |", "|---|---|---|---|---|---|---|"]
-        for m, p, t1, v in rows:
-            t32 = best32[(m, p)]
-            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                gamma0_label(m), p, "" if t1 is None else fmt(t1, 100000), fmt(t32, 100000),
-                "" if t1 is None else slowdown(t1, t32, 100000),
-                "—" if not m.startswith("rot") else pct(t32, coord32), per_seed(v, 100000)))
-        out += ["### NAdam's look-ahead schedule psi at P = 32, batch 8", "", "\n".join(lines), ""]
+    t = psi32_table(d, ["0", "0.0005", "0.001", "0.002", "0.004", "0.008"],
+                    lambda p, m: ["mlp-l32b8wp0-%s." % m] if p == "0.004" else
+                    ["mlp-l32b8psi-%s-%s-s" % (p, m), "mlp-l32b8psi1-%s-%s-s" % (p, m)], 100000)
+    if t:
+        out += ["### NAdam's look-ahead schedule psi at P = 32, batch 8", "", t, ""]
     # Batch 4: torch's psi (mlp-b4-*) and mlp-b4psi-*, NAdam with and without rotation.
     b4psis = ["0.004", "0.008", "0.016", "0.032"]
     b4 = {}  # (method, psi) -> {P: counts}
