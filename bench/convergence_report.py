@@ -8,7 +8,6 @@ slowdown T(P) / T(1) (ratio of the medians); "% fewer" = 1 - T_method / T_best, 
 median among the coordinate-basis methods at the same P. A run that never reached the target
 counts as more than --max-iters (shown as ">N"); a median over such runs is shown the same way.
 """
-import glob
 import json
 import os
 import statistics
@@ -26,15 +25,19 @@ def load(d, name):
         return json.load(f)
 
 
+def json_names(d, prefix):
+    """The names (without .json) of the JSON files in d starting with prefix, sorted; a prefix ending
+    in "." names exactly one file (prefix + "json")."""
+    exact = prefix.endswith(".")
+    return [fn[:-5] for fn in sorted(os.listdir(d))
+            if (fn == prefix + "json" if exact else fn.startswith(prefix) and fn.endswith(".json"))]
+
+
 def collect(d, prefix, field="iters_to_target"):
-    """{(method, delay): [field per seed]} over every file starting with prefix; a prefix ending in
-    "." names exactly one file (prefix + "json")."""
+    """{(method, delay): [field per seed]} over json_names(d, prefix)."""
     out, key = {}, None
-    for fn in sorted(os.listdir(d)):
-        exact = prefix.endswith(".") and fn == prefix + "json"
-        if not (exact or (not prefix.endswith(".") and fn.startswith(prefix) and fn.endswith(".json"))):
-            continue
-        doc = load(d, fn[:-5])
+    for name in json_names(d, prefix):
+        doc = load(d, name)
         for r in doc["records"]:
             key = "stages" if "stages" in r else "tau"
             out.setdefault((r["method"], r[key]), []).append(r[field])
@@ -186,21 +189,21 @@ def torch_oracle(d):
     reproduce delayopt_convergence's exactly; with torch's draws, the headline table; Adam's spread
     over seeds."""
     def records(prefix, wp0=None):
-        """Records of prefix*.json (of prefix itself if it ends in .json); wp0 True / False: only files
-        run with / without --wp-gamma 0."""
-        pattern = prefix if prefix.endswith(".json") else prefix + "*.json"
-        return [r for fn in sorted(glob.glob(os.path.join(d, pattern)))
-                if wp0 is None or ("-wp0-" in os.path.basename(fn)) == wp0
-                for r in load(d, os.path.basename(fn)[:-5])["records"]]
+        """The records of json_names(d, prefix); wp0 True / False: only files run with / without
+        --wp-gamma 0."""
+        return [r for name in json_names(d, prefix) if wp0 is None or ("-wp0-" in name) == wp0
+                for r in load(d, name)["records"]]
+
+    def key(r):
+        return r["method"], r["stages"], r["seed"]
 
     def by_key(recs):
-        return {(r["method"], r["stages"], r["seed"]): r for r in recs}
+        return {key(r): r for r in recs}
 
     out = []
     # delayopt_convergence's runs of the same configurations: the headline, and --wp-gamma 0 (batch 32).
     ours = {False: by_key(records("mlp-main-")),
-            True: by_key(records("mlp-wp0-") + records("mlp-nadam-wp0.json") + records("mlp-nadam-wp0-p1.json"))}
-    key = lambda r: (r["method"], r["stages"], r["seed"])  # noqa: E731
+            True: by_key(records("mlp-wp0-") + records("mlp-nadam-wp0.") + records("mlp-nadam-wp0-p1."))}
     same = [(r, ours[wp0].get(key(r))) for wp0 in (False, True) for r in records("torch-ref-delayopt-", wp0)]
     matched = [(r, o) for r, o in same if o is not None]
     if matched:
@@ -513,7 +516,7 @@ def main():
         out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", t, ""]
     out += torch_oracle(d)
     rows = []
-    scale_docs = [load(d, os.path.basename(f)[:-5]) for f in glob.glob(os.path.join(d, "mlp-scale-*.json"))]
+    scale_docs = [load(d, name) for name in json_names(d, "mlp-scale-")]
     if scale_docs:
         # The headline setting (teacher 1, init 0.5), seed 1 of the main runs, for reference.
         main_seed1 = [r for m in ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
