@@ -116,6 +116,14 @@ class Mlp:
             self._batches.append((x, self.forward(self.teacher, x)))
         return self._batches[k]
 
+    @classmethod
+    def gradient(cls, w, x, y):
+        """d/dw of the minibatch loss 1/(2B) ||forward(w, x) - y||^2 (w is not modified)."""
+        w = w.detach().requires_grad_(True)
+        d = cls.forward(w, x) - y
+        (g,) = torch.autograd.grad(0.5 * d.square().sum() / x.shape[1], w)
+        return g
+
     def held_loss(self, w):
         d = self.forward(w, self.x_held) - self.y_held
         return 0.5 * float(d.square().sum()) / self.x_held.shape[1]
@@ -252,15 +260,10 @@ def run(mlp, method, lr, stages, limit, target, eval_every=25, wp_gamma=0.9, per
         if per_stage:
             g = torch.empty_like(w)
             for delay in range(stages):
-                wf = ring[(it - 1 - delay) % stages].clone().requires_grad_(True)
-                d = Mlp.forward(wf, x) - y
-                (gd,) = torch.autograd.grad(0.5 * d.square().sum() / x.shape[1], wf)
-                g[tau == delay] = gd[tau == delay]
+                on_stage = tau == delay
+                g[on_stage] = mlp.gradient(ring[(it - 1 - delay) % stages], x, y)[on_stage]
         else:
-            wf = ring[(it - 1 - tau) % stages, layer_ids].requires_grad_(True)
-            d = Mlp.forward(wf, x) - y
-            loss = 0.5 * d.square().sum() / x.shape[1]
-            (g,) = torch.autograd.grad(loss, wf)
+            g = mlp.gradient(ring[(it - 1 - tau) % stages, layer_ids], x, y)
         before = w.clone() if predicts else None
         opt.step(g)
         if predicts:
