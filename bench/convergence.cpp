@@ -596,6 +596,10 @@ int main(int argc, char* argv[]) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--adam-beta1", mo.adam_beta1, "Adam methods: beta1, in [0, 1) (default 0.9)")
       ->check(CLI::Range(0.0, 0.9999));
+  app.add_option("--beta2", mo.beta2,
+                 "Adam and NAdam methods: beta2, in [0, 1) (default 0.999; soap 0.95); also the L, R EMA "
+                 "factor of rotated bases unless --basis-beta is given")
+      ->check(CLI::Range(0.0, 0.9999));
   app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -779,6 +783,7 @@ int main(int argc, char* argv[]) {
     if (mo.nadam_beta1 >= 0) doc["nadam_beta1"] = mo.nadam_beta1;
     if (mo.nadam_momentum_decay >= 0) doc["nadam_momentum_decay"] = mo.nadam_momentum_decay;
     if (mo.adam_beta1 >= 0) doc["adam_beta1"] = mo.adam_beta1;
+    if (mo.beta2 >= 0) doc["beta2"] = mo.beta2;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

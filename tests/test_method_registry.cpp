@@ -91,14 +91,16 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [a, b] = registry_vs_direct("nesterov", o, NAdam({.schedule = {.lr = 3e-3}}));
     CHECK(a == b);
   }
-  SECTION("the moments' own options reach them: NAdam's beta1 and psi, Adam's beta1") {
-    const tools::MethodOptions m{.lr = 3e-3, .nadam_beta1 = 0.95, .nadam_momentum_decay = 0.05, .adam_beta1 = 0.8};
-    const auto nadam = NAdam({.moment = {.beta1 = 0.95, .momentum_decay = 0.05}, .schedule = {.lr = 3e-3}});
+  SECTION("the moments' own options reach them: NAdam's beta1 and psi, Adam's beta1, both moments' beta2") {
+    const tools::MethodOptions m{
+        .lr = 3e-3, .nadam_beta1 = 0.95, .nadam_momentum_decay = 0.05, .adam_beta1 = 0.8, .beta2 = 0.99};
+    const auto nadam =
+        NAdam({.moment = {.beta1 = 0.95, .beta2 = 0.99, .momentum_decay = 0.05}, .schedule = {.lr = 3e-3}});
     const auto [a, b] = registry_vs_direct("nesterov", m, nadam);
     CHECK(a == b);
     const auto [c, d] = registry_vs_direct("nesterov", o, nadam);
     CHECK(c != d);  // and the defaults differ from them
-    const auto adam = Adam({.moment = {.beta1 = 0.8}, .schedule = {.lr = 3e-3}});
+    const auto adam = Adam({.moment = {.beta1 = 0.8, .beta2 = 0.99}, .schedule = {.lr = 3e-3}});
     const auto [e, f] = registry_vs_direct("adam", m, adam);
     CHECK(e == f);
     const auto [g, h] = registry_vs_direct("adam", o, adam);

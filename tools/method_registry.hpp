@@ -54,6 +54,9 @@ struct MethodOptions {
   double nadam_momentum_decay = -1.0;
   /// Adam methods: beta1; < 0 keeps the default (0.9).
   double adam_beta1 = -1.0;
+  /// Adam and NAdam methods: beta2; < 0 keeps the default (0.999; soap: 0.95). Rotated bases with
+  /// basis_beta < 0 take it as the EMA factor of L and R too.
+  double beta2 = -1.0;
   /// DC-ASGD's lambda.
   double dcasgd_lambda = 0.04;
   /// Weight prediction: EMA factor of the weight velocity.
@@ -195,6 +198,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
     if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
+    if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   }
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
@@ -204,6 +208,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
       c.moment = s.moment;
     }
     if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
+    if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   }
   return AnyMethod<T, Space>(Opt(c), space, params);
 }
