@@ -107,15 +107,15 @@ def table(data, methods, delays, cap, delay_name="P", coord=COORD):
     return "\n".join(lines), med, best
 
 
-def psi_table(grid, psis, methods, coord, fewer_title):
-    """NAdam's psi grid at P = 16: each method's count per psi, its best psi with P = 1 and the slowdown
-    there, and % fewer than the best of the coord methods, each at its own best psi. grid maps
-    (method, psi) to {P: counts}."""
+def psi_table(grid, psis, methods, coord, fewer_title, knob="ψ"):
+    """A hyperparameter grid at P = 16 (NAdam's psi, or the knob named): each method's count per value,
+    its best value with P = 1 and the slowdown there, and % fewer than the best of the coord methods,
+    each at its own best value. grid maps (method, value) to {P: counts}."""
     best_p = {m: min((p for p in psis if (m, p) in grid), key=lambda p: median(grid[(m, p)][16]))
               for m in methods if any((m, p) in grid for p in psis)}
     coord_best = min(median(grid[(m, best_p[m])][16]) for m in coord if m in best_p)
-    lines = ["| method | " + " | ".join("ψ = %s" % p for p in psis) +
-             " | best ψ | P = 1 at best ψ | slowdown | %s | per seed at 16 |" % fewer_title,
+    lines = ["| method | " + " | ".join("%s = %s" % (knob, p) for p in psis) +
+             " | best %s | P = 1 at best %s | slowdown | %s | per seed at 16 |" % (knob, knob, fewer_title),
              "|---" * (len(psis) + 6) + "|"]
     for m, p in best_p.items():
         label = gamma0_label(m) if m.endswith("weight-pred") else m
@@ -463,6 +463,28 @@ def main():
     if len(rows) > 2:
         out += ["### Adam's beta1 at P = 16", "", "| method | beta1 | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
                 "|---|---|---|---|---|---|"] + rows + [""]
+    # beta2 of Adam and NAdam (0.999 in the main runs; the rotated methods' L, R EMA follows it).
+    b2s, b2methods = ["0.999", "0.99", "0.95"], ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
+    grid = {}  # (method, beta2) -> {P: counts}
+    for m in b2methods:
+        for b in b2s:
+            data = main_data if b == "0.999" else collect(d, "mlp-beta2-%s-%s." % (b, m))
+            if data and (m, 16) in data:
+                grid[(m, b)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
+    if any(b != "0.999" for (_, b) in grid):
+        t = psi_table(grid, b2s, b2methods, ["adam", "nesterov"], "% fewer than the best coordinate method, β₂ tuned",
+                      knob="β₂")
+        out += ["### beta2 at P = 16 (median iterations)", "", t, ""]
+        rows = []
+        for m in ["rot-cov-bi", "rot-cov-bi+nesterov"]:
+            data = collect(d, "mlp-beta2-0.95-basis0.999-%s." % m)
+            if (m, 1) in data and (m, 16) in data:
+                t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
+                rows.append("| %s | %s | %s | %s | %s |" % (m, fmt(t1), fmt(t16), slowdown(t1, t16),
+                                                          per_seed(data[(m, 16)])))
+        if rows:
+            out += ["β₂ = 0.95 with the L, R EMA factor kept at 0.999 (`--basis-beta 0.999`):", "",
+                    "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
     # NAdam's look-ahead schedule psi: torch's 0.004 (the runs above) and the mlp-psi-* grid, for the
     # four NAdam methods; "% fewer" against the best coordinate method with psi tuned as well.
     psis = ["0.004", "0.008", "0.016", "0.032", "0.064", "0.128"]

@@ -127,6 +127,16 @@ experiments() {
   for b in 0.95 0.99; do
     echo "mlp-adambeta-$b|$mlp --stages 1,16 --methods adam,rot-cov-bi --adam-beta1 $b"
   done
+  # beta2 of Adam and NAdam (0.999 elsewhere, the paper's; SOAP's 0.95). The rotated methods take it
+  # as the EMA factor of L and R too, as the paper's code does.
+  for b in 0.95 0.99; do
+    for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
+      echo "mlp-beta2-$b-$m|$mlp --stages 1,16 --methods $m --beta2 $b"
+    done
+  done
+  for m in rot-cov-bi rot-cov-bi+nesterov; do  # the same with the paper's L, R EMA factor
+    echo "mlp-beta2-0.95-basis0.999-$m|$mlp --stages 1,16 --methods $m --beta2 0.95 --basis-beta 0.999"
+  done
   # NAdam's look-ahead schedule psi (torch's 0.004 elsewhere) on a factor-2 grid, for every NAdam
   # method of the P = 16 comparison: with and without rotation, with and without prediction.
   for p in 0.008 0.016 0.032 0.064 0.128; do
