@@ -27,6 +27,19 @@ bool contains(const std::string& s, const std::string& what) { return s.find(wha
 
 }  // namespace
 
+// Optimizer::init and ParamSet assign Views into default-constructed ones. Kokkos' mdspan-based View
+// (develop from 2025, 4.7, 5.x) compiled by g++ 12.2 - 12.5 leaves a default-constructed View's
+// tracker uninitialized unless Kokkos carries kokkos/kokkos#8223 (and #9262 for 12.5), and this
+// assignment then segfaults (kokkos/kokkos#8187). Seen with a develop snapshot of June 2025; this
+// case puts the cause in its name so the crash of every other test is not a mystery.
+TEST_CASE("Kokkos: assigning to a default-constructed View works (segfaults: g++ 12 + Kokkos without kokkos#8223)",
+          "[kokkos]") {
+  Kokkos::View<double*, Kokkos::HostSpace> v;
+  v = Kokkos::View<double*, Kokkos::HostSpace>("v", 3);
+  CHECK(v.extent(0) == 3);
+  CHECK(v.use_count() == 1);
+}
+
 TEST_CASE("hyperparameters are validated on construction and errors name the field and range", "[hyper]") {
   using WD = moment::Adam::WeightDecay;
   CHECK(contains(error_of([] { Adam({.moment = {.beta1 = 1.0}}); }), "beta1 = 1 is outside [0, 1)"));
