@@ -285,7 +285,8 @@ TEMPLATE_LIST_TEST_CASE("Stepper, clone and the schedule step", "[stepper]", del
   CHECK(Opt::applied_steps(st) == 6);
 }
 
-TEST_CASE("ParamSet accepts user views, rejects duplicates and non-contiguous views", "[param_set]") {
+TEST_CASE("ParamSet accepts user views, rejects duplicates and non-contiguous views, shapes() is a reference",
+          "[param_set]") {
   using E = Kokkos::DefaultHostExecutionSpace;
   Kokkos::View<double**, Kokkos::LayoutLeft, E::memory_space> w("w", 4, 3);
   Kokkos::View<double*, E::memory_space> b("b", 4);
@@ -295,7 +296,11 @@ TEST_CASE("ParamSet accepts user views, rejects duplicates and non-contiguous vi
   CHECK(set.num_blocks() == 2);
   CHECK(set.shape(0).layout == Layout::left);
   CHECK(set.flat("w").data() == w.data());
+  // shapes() refers to the set's own shapes: `const auto& s = set.shapes()[i]` must not dangle.
+  CHECK(&set.shapes()[1] == &set.shape(1));
+  CHECK(set.shapes()[1].name == "b");
   CHECK(contains(error_of([&] { set.add("b", b); }), "duplicate block name 'b'"));
+  CHECK(set.shapes().size() == 2);  // the rejected add changed nothing
   auto col = Kokkos::subview(w, Kokkos::ALL(), 1);
   Kokkos::View<double*, Kokkos::LayoutStride, E::memory_space> strided = Kokkos::subview(w, 1, Kokkos::ALL());
   CHECK(contains(error_of([&] { set.add("row", strided); }), "not contiguous"));

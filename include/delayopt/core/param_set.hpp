@@ -134,19 +134,16 @@ class ParamSet {
   /// Number of elements over all blocks (padding excluded).
   std::size_t total_size() const {
     std::size_t n = 0;
-    for (const auto& b : blocks_) n += b.shape.size();
+    for (const auto& s : shapes_) n += s.size();
     return n;
   }
-  const BlockShape& shape(std::size_t i) const { return blocks_.at(i).shape; }
-  std::vector<BlockShape> shapes() const {
-    std::vector<BlockShape> out;
-    for (const auto& b : blocks_) out.push_back(b.shape);
-    return out;
-  }
+  const BlockShape& shape(std::size_t i) const { return shapes_.at(i); }
+  /// Every block's shape, indexed like the blocks; valid until the next add().
+  const std::vector<BlockShape>& shapes() const { return shapes_; }
   /// Index of the block called `name`; throws shape_mismatch if there is none.
   std::size_t index(const std::string& name) const {
     for (std::size_t i = 0; i < blocks_.size(); ++i)
-      if (blocks_[i].shape.name == name) return i;
+      if (shapes_[i].name == name) return i;
     throw shape_mismatch("delayopt::ParamSet: no block named '" + name + "'");
   }
 
@@ -155,12 +152,11 @@ class ParamSet {
   flat_view flat(const std::string& name) const { return flat(index(name)); }
   /// Rank-2 block i (LayoutRight storage) as a rows x cols view.
   auto matrix(std::size_t i) const {
-    const auto& b = blocks_.at(i);
-    if (b.shape.rank != 2 || b.shape.layout != Layout::right)
-      throw shape_mismatch("delayopt::ParamSet::matrix: block " + describe(b.shape) +
-                           " is not a LayoutRight rank-2 block");
+    const auto& s = shape(i);
+    if (s.rank != 2 || s.layout != Layout::right)
+      throw shape_mismatch("delayopt::ParamSet::matrix: block " + describe(s) + " is not a LayoutRight rank-2 block");
     return Kokkos::View<T**, Kokkos::LayoutRight, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-        b.data.data(), b.shape.rows, b.shape.cols);
+        blocks_[i].data.data(), s.rows, s.cols);
   }
 
   /// Device table of block pointers, indexed like the blocks.
@@ -203,7 +199,6 @@ class ParamSet {
 
  private:
   struct Block {
-    BlockShape shape;
     flat_view data;
     std::shared_ptr<const void> keepalive;
   };
@@ -217,14 +212,18 @@ class ParamSet {
   void check_addable(const std::string& name, const V& v) const {
     static_assert(Kokkos::SpaceAccessibility<ExecSpace, typename V::memory_space>::accessible,
                   "delayopt::ParamSet::add: the view's memory space is not accessible from the execution space");
-    for (const auto& b : blocks_)
-      if (b.shape.name == name) throw shape_mismatch("delayopt::ParamSet::add: duplicate block name '" + name + "'");
+    for (const auto& s : shapes_)
+      if (s.name == name) throw shape_mismatch("delayopt::ParamSet::add: duplicate block name '" + name + "'");
     if (!v.span_is_contiguous())
       throw shape_mismatch("delayopt::ParamSet::add: block '" + name + "' is not contiguous");
   }
 
   void push(BlockShape shape, flat_view data, std::shared_ptr<const void> keep) {
-    blocks_.push_back(Block{std::move(shape), data, std::move(keep)});
+    // Reserve both first: the push_backs below cannot throw, so shapes_ and blocks_ stay in step.
+    shapes_.reserve(shapes_.size() + 1);
+    blocks_.reserve(blocks_.size() + 1);
+    shapes_.push_back(std::move(shape));
+    blocks_.push_back(Block{data, std::move(keep)});
   }
 
   // Setup-time only: tables are rebuilt when blocks are added, never per step.
@@ -234,10 +233,10 @@ class ParamSet {
     auto refs_h = Kokkos::create_mirror_view(refs_);
     std::vector<detail::Chunk> chunks;
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      refs_h(i) = detail::BlockRef<T>{blocks_[i].data.data(), blocks_[i].shape.size()};
-      for (std::size_t b = 0; b < blocks_[i].shape.size(); b += per_chunk)
-        chunks.push_back(
-            detail::Chunk{static_cast<std::uint32_t>(i), 0, b, std::min(b + per_chunk, blocks_[i].shape.size())});
+      const std::size_t n = shapes_[i].size();
+      refs_h(i) = detail::BlockRef<T>{blocks_[i].data.data(), n};
+      for (std::size_t b = 0; b < n; b += per_chunk)
+        chunks.push_back(detail::Chunk{static_cast<std::uint32_t>(i), 0, b, std::min(b + per_chunk, n)});
     }
     Kokkos::deep_copy(refs_, refs_h);
     chunks_ = Kokkos::View<detail::Chunk*, memory_space>("delayopt::ParamSet::chunks", chunks.size());
@@ -246,6 +245,7 @@ class ParamSet {
     Kokkos::deep_copy(chunks_, chunks_h);
   }
 
+  std::vector<BlockShape> shapes_;  // apart from blocks_ so that shapes() can return a reference
   std::vector<Block> blocks_;
   Kokkos::View<detail::BlockRef<T>*, memory_space> refs_;
   Kokkos::View<detail::Chunk*, memory_space> chunks_;
