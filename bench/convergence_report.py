@@ -127,6 +127,19 @@ def psi_table(grid, psis, methods, coord, fewer_title, knob="ψ"):
     return "\n".join(lines)
 
 
+def knob_grid(methods, values, data_of, need_p1=False):
+    """{(method, value): {P: counts}} for P = 1 and 16 over a hyperparameter's values, psi_table's input;
+    data_of(method, value) gives the collect() records, and a pair is kept where P = 16 was run (and
+    P = 1, with need_p1)."""
+    grid = {}
+    for m in methods:
+        for v in values:
+            data = data_of(m, v)
+            if (m, 16) in data and (not need_p1 or (m, 1) in data):
+                grid[(m, v)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
+    return grid
+
+
 def plot(path, med, best, methods, delays, title):
     """Two panels: slowdown T(P)/T(1) and % fewer iterations than the best coordinate method."""
     base = os.path.splitext(path)[0]
@@ -465,12 +478,8 @@ def main():
                 "|---|---|---|---|---|---|"] + rows + [""]
     # beta2 of Adam and NAdam (0.999 in the main runs; the rotated methods' L, R EMA follows it).
     b2s, b2methods = ["0.999", "0.99", "0.95"], ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
-    grid = {}  # (method, beta2) -> {P: counts}
-    for m in b2methods:
-        for b in b2s:
-            data = main_data if b == "0.999" else collect(d, "mlp-beta2-%s-%s." % (b, m))
-            if data and (m, 16) in data:
-                grid[(m, b)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
+    grid = knob_grid(b2methods, b2s,
+                     lambda m, b: main_data if b == "0.999" else collect(d, "mlp-beta2-%s-%s." % (b, m)))
     if any(b != "0.999" for (_, b) in grid):
         t = psi_table(grid, b2s, b2methods, ["adam", "nesterov"], "% fewer than the best coordinate method, β₂ tuned",
                       knob="β₂")
@@ -491,12 +500,7 @@ def main():
     default = {"nesterov": main_data, "rot-cov-bi+nesterov": main_data,
                "nesterov+weight-pred": collect(d, "mlp-nadam-wp0."),
                "rot-cov-bi+nesterov+weight-pred": collect(d, "mlp-wp0-rot-cov-bi+nesterov+weight-pred.")}
-    grid = {}  # (method, psi) -> {P: counts}
-    for m in default:
-        for p in psis:
-            data = default[m] if p == "0.004" else collect(d, "mlp-psi-%s-%s." % (p, m))
-            if data and (m, 16) in data:
-                grid[(m, p)] = {P: data[(m, P)] for P in (1, 16) if (m, P) in data}
+    grid = knob_grid(default, psis, lambda m, p: default[m] if p == "0.004" else collect(d, "mlp-psi-%s-%s." % (p, m)))
     if any(p != "0.004" for (_, p) in grid):
         t = psi_table(grid, psis, list(default), ["nesterov", "nesterov+weight-pred"],
                       "% fewer than the best coordinate method, ψ tuned")
@@ -527,12 +531,9 @@ def main():
         out += ["### NAdam's look-ahead schedule psi at P = 32, batch 8", "", t, ""]
     # Batch 4: torch's psi (mlp-b4-*) and mlp-b4psi-*, NAdam with and without rotation.
     b4psis = ["0.004", "0.008", "0.016", "0.032"]
-    b4 = {}  # (method, psi) -> {P: counts}
-    for m in ["nesterov", "rot-cov-bi+nesterov"]:
-        for p in b4psis:
-            data = collect(d, ("mlp-b4-%s." % m) if p == "0.004" else ("mlp-b4psi-%s-%s." % (p, m)))
-            if data and all((m, P) in data for P in (1, 16)):
-                b4[(m, p)] = {P: data[(m, P)] for P in (1, 16)}
+    b4 = knob_grid(["nesterov", "rot-cov-bi+nesterov"], b4psis,
+                   lambda m, p: collect(d, ("mlp-b4-%s." % m) if p == "0.004" else ("mlp-b4psi-%s-%s." % (p, m))),
+                   need_p1=True)
     if any(p != "0.004" for (_, p) in b4) and any(m == "nesterov" for (m, _) in b4):
         t = psi_table(b4, b4psis, ["nesterov", "rot-cov-bi+nesterov"], ["nesterov"], "% fewer than NAdam at its best ψ")
         out += ["### NAdam's look-ahead schedule psi at P = 16, batch 4 (median iterations)", "", t, ""]
