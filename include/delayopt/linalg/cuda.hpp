@@ -86,6 +86,32 @@ inline void symm(cublasHandle_t h, cublasSideMode_t side, cublasFillMode_t uplo,
   check(cublasDsymm(h, side, uplo, m, n, &alpha, A, lda, B, ldb, &beta, C, ldc), "cublasDsymm");
 }
 
+/// C[i] = alpha op(A[i]) op(B[i]) + beta C[i] for i < batch; A, B, C are device arrays of pointers.
+inline void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                         const float* const A[], int lda, const float* const B[], int ldb, float beta, float* const C[],
+                         int ldc, int batch) {
+  check(cublasSgemmBatched(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc, batch), "cublasSgemmBatched");
+}
+inline void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                         double alpha, const double* const A[], int lda, const double* const B[], int ldb, double beta,
+                         double* const C[], int ldc, int batch) {
+  check(cublasDgemmBatched(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc, batch), "cublasDgemmBatched");
+}
+
+/// Householder QR of each column-major n x n A[i] in LAPACK's packed form (R on and above the
+/// diagonal, reflectors below, scalars in tau[i]); linalg::batched::form_q forms Q from it. cuBLAS
+/// reports only invalid arguments (in a host int); numerical trouble shows as non-finite output.
+inline void geqrf_batched(cublasHandle_t h, int n, float* const A[], float* const tau[], int batch) {
+  int info = 0;
+  check(cublasSgeqrfBatched(h, n, n, A, n, tau, &info, batch), "cublasSgeqrfBatched");
+  if (info != 0) throw error("delayopt::linalg::cuda: cublasSgeqrfBatched rejected argument " + std::to_string(-info));
+}
+inline void geqrf_batched(cublasHandle_t h, int n, double* const A[], double* const tau[], int batch) {
+  int info = 0;
+  check(cublasDgeqrfBatched(h, n, n, A, n, tau, &info, batch), "cublasDgeqrfBatched");
+  if (info != 0) throw error("delayopt::linalg::cuda: cublasDgeqrfBatched rejected argument " + std::to_string(-info));
+}
+
 // ---- cuSOLVER: symmetric eigendecomposition (syevd), QR (geqrf + orgqr) ------------------------------
 inline int syevd_lwork(cusolverDnHandle_t h, int n, const float* A, const float* W) {
   int lwork = 0;
