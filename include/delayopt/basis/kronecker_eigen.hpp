@@ -61,6 +61,29 @@ struct EigenBlock {
   std::size_t rows = 0, cols = 0;
   bool left = false, right = false;
   matrix L, R, QL, QR;  // factors (covariance source) and bases; unallocated on unrotated sides
+  // Device backends: whether the block may share batched library calls with blocks of its shape
+  // (rotated sides <= the policy's batch_max_side), and the group it was put in (-1: on its own).
+  bool batchable = false;
+  bool batch_qr = false;  // and whether its refresh QR is batched too (rotated sides <= batch_qr_max_side)
+  int group = -1;
+};
+
+/// Device backends: blocks of one shape and geometry whose products, re-sort and QR run as one
+/// batched call each. Host backends leave it empty.
+template <class T, class Mem>
+struct BatchGroup {
+  int rows = 0, cols = 0;
+  bool left = false, right = false;
+  int side = 0;                    ///< the larger rotated side
+  bool batch_qr = false;           ///< QR batched too (else cuSOLVER per block)
+  std::size_t stride = 0;          ///< elements of `work` per block
+  Kokkos::View<int*, Mem> blocks;  ///< block indices, ascending
+  /// (role, block): matrix addresses, read as the arrays of pointers batched library calls take
+  Kokkos::View<std::uintptr_t**, Kokkos::LayoutRight, Mem> ptrs;
+  Kokkos::View<T*, Mem> work;     ///< per block: rows x cols, three side^2, tau, keys
+  Kokkos::View<int*, Mem> order;  ///< per block: side re-sorted column indices
+  Kokkos::View<int*, Mem> info;   ///< per block: two solver info words (cuSOLVER QR)
+  int count() const { return static_cast<int>(blocks.extent(0)); }
 };
 
 /// Settings shared by KroneckerEigen and FullEigen, with the moment's betas resolved.
@@ -97,6 +120,7 @@ struct EigenState {
   Kokkos::View<T*, memory_space> work, square_a, square_b, vec;
   Kokkos::View<int*, memory_space> ints;
   Kokkos::View<std::int64_t, memory_space> device_failures;
+  std::vector<BatchGroup<T, memory_space>> groups;
 };
 
 /// Eigenbasis operations per memory kind: Eigen on host memory (below), cuBLAS/cuSOLVER on CUDA
@@ -483,6 +507,14 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
     /// schedule::split_refresh_budget).
     std::int64_t refresh_window = 0;
     std::int64_t refreshes_per_window = 0;
+    /// Device backends (CUDA): blocks whose rotated sides are all at most this long share one
+    /// batched cuBLAS call per product and one kernel per element pass with the other blocks of
+    /// their shape, instead of a launch sequence each; 0 batches nothing. Host backends ignore it.
+    std::size_t batch_max_side = 512;
+    /// Device backends: within a batched group, the refresh QR is batched too (cuBLAS
+    /// <t>geqrfBatched) when the rotated sides are at most this long; above, cuSOLVER's blocked QR
+    /// runs per block, which is faster there (docs/performance.md).
+    std::size_t batch_qr_max_side = 128;
 
     void validate() const {
       hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
@@ -511,6 +543,11 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
       } else {
         b.left = h.rank1 == Rank1::full && b.rows <= h.max_dim;
       }
+      const auto fits = [&](std::size_t limit) {
+        return (!b.left || b.rows <= limit) && (!b.right || b.cols <= limit);
+      };
+      b.batchable = fits(h.batch_max_side);
+      b.batch_qr = fits(h.batch_qr_max_side);
       blocks.push_back(b);
     }
     return detail::EigenbasisOps<T, ExecSpace>::make_state(ExecSpace(), std::move(blocks),
@@ -541,6 +578,10 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
     /// Largest block (elements) allowed: the covariance is max_size^2 values.
     std::size_t max_size = 4096;
     bool retry_in_double = true;
+    /// Device backends: blocks of at most this many elements are batched by size, and their
+    /// refresh QR too up to batch_qr_max_side (as KroneckerEigen::Hyper's); 0 batches nothing.
+    std::size_t batch_max_side = 512;
+    std::size_t batch_qr_max_side = 128;
 
     void validate() const {
       hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
@@ -562,6 +603,8 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
       b.rows = s.size();
       b.cols = 1;
       b.left = true;
+      b.batchable = b.rows <= h.batch_max_side;
+      b.batch_qr = b.rows <= h.batch_qr_max_side;
       blocks.push_back(b);
     }
     return detail::EigenbasisOps<T, ExecSpace>::make_state(ExecSpace(), std::move(blocks), true);

@@ -8,13 +8,26 @@
 /// of a factor is the column-major upper triangle. A failed or non-finite factorization keeps the
 /// previous basis and increments a device counter (EigenState::device_failures).
 ///
+/// Blocks whose rotated sides are at most the policy's batch_max_side are grouped by shape; a group
+/// runs each product as one cuBLAS <t>gemmBatched and every element pass as one kernel, so a model
+/// of many small layers costs a few launches per step instead of a few per layer. Its refresh QR is
+/// one <t>geqrfBatched plus linalg::batched::form_q up to batch_qr_max_side, cuSOLVER's geqrf +
+/// orgqr per block above. Larger blocks go one by one (SYRK, SYMM, cuSOLVER). A batched accumulate
+/// forms G G^T with GEMM, filling both triangles; only the upper one (the row-major lower, as on the
+/// host) is read.
+///
 /// Limits of this backend: source Source::covariance only (the momentum source's SVD runs on host
 /// memory), factorizations in T (no retry in double), Kokkos >= 4.3 (Kokkos::Experimental::sort_by_key).
 #pragma once
 
+#include "delayopt/linalg/batched.hpp"
 #include "delayopt/linalg/cuda.hpp"
 
 #include <Kokkos_Sort.hpp>
+
+#include <array>
+#include <climits>
+#include <map>
 
 #if KOKKOS_VERSION < 40300
 #error "delayopt's CUDA eigenbasis backend needs Kokkos >= 4.3"
@@ -31,6 +44,7 @@ struct EigenbasisOps<T, ExecSpace, false> {
   using Block = EigenBlock<T, typename ExecSpace::memory_space>;
   using mem = typename ExecSpace::memory_space;
   using policy = Kokkos::RangePolicy<ExecSpace>;
+  using Group = BatchGroup<T, mem>;
 
   static linalg::cuda::Handles& handles(const ExecSpace& space) {
     return linalg::cuda::Handles::on(space.cuda_stream());
@@ -64,6 +78,7 @@ struct EigenbasisOps<T, ExecSpace, false> {
                        linalg::cuda::qr_lwork(h.solver, n, st.square_a.data(), st.vec.data()));
     }
     st.work = Kokkos::View<T*, mem>("delayopt::basis::solver_work", lwork);
+    make_groups(st);
     return st;
   }
 
@@ -112,11 +127,13 @@ struct EigenbasisOps<T, ExecSpace, false> {
 
   static void project_all(const ExecSpace& space, State& st, const Set& in, Set& out) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i)
-      project_block(space, st, i, in.flat(i).data(), out.flat(i).data());
+      if (st.blocks[i].group < 0) project_block(space, st, i, in.flat(i).data(), out.flat(i).data());
+    for (Group& g : st.groups) project_group(space, g, in, out, /*back=*/false);
   }
   static void project_back_all(const ExecSpace& space, State& st, Set& x) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i)
-      project_back_block(space, st, i, x.flat(i).data(), x.flat(i).data());
+      if (st.blocks[i].group < 0) project_back_block(space, st, i, x.flat(i).data(), x.flat(i).data());
+    for (Group& g : st.groups) project_group(space, g, x, x, /*back=*/true);
   }
 
   // ---- factors ----------------------------------------------------------------------------------
@@ -126,6 +143,7 @@ struct EigenbasisOps<T, ExecSpace, false> {
     auto blas = h(space).blas;
     for (std::size_t i = 0; i < st.blocks.size(); ++i) {
       const Block& b = st.blocks[i];
+      if (b.group >= 0) continue;
       const int m = static_cast<int>(b.rows), n = static_cast<int>(b.cols);
       const T* G = g.flat(i).data();
       if (b.left)
@@ -133,6 +151,7 @@ struct EigenbasisOps<T, ExecSpace, false> {
       if (b.right)
         linalg::cuda::syrk(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, n, m, T(1 - beta), G, n, T(beta), b.R.data(), n);
     }
+    for (Group& grp : st.groups) accumulate_group(space, grp, g, beta);
   }
 
   static void lookahead(const ExecSpace&, State&, double, const Set&, const Set*, Set&) {
@@ -186,11 +205,17 @@ struct EigenbasisOps<T, ExecSpace, false> {
                       const std::vector<Set*>& second, const Set*) {
     for (std::size_t i = 0; i < st.blocks.size(); ++i) {
       Block& b = st.blocks[i];
-      if (!b.left && !b.right) continue;
+      if ((!b.left && !b.right) || b.group >= 0) continue;
       for (Set* m : linear) project_back_block(space, st, i, m->flat(i).data(), m->flat(i).data());
       if (b.left) refresh_side(space, st, i, b.L, b.QL, second, /*rows=*/true);
       if (b.right) refresh_side(space, st, i, b.R, b.QR, second, /*rows=*/false);
       for (Set* m : linear) project_block(space, st, i, m->flat(i).data(), m->flat(i).data());
+    }
+    for (Group& g : st.groups) {
+      for (Set* m : linear) project_group(space, g, *m, *m, /*back=*/true);
+      if (g.left) refresh_group_side(space, st, g, second, /*rows=*/true);
+      if (g.right) refresh_group_side(space, st, g, second, /*rows=*/false);
+      for (Set* m : linear) project_group(space, g, *m, *m, /*back=*/false);
     }
     ++st.refreshes;
   }
@@ -241,6 +266,216 @@ struct EigenbasisOps<T, ExecSpace, false> {
           tmp[k] = rows ? v[idx(r) * n + c] : v[r * n + idx(c)];
         });
     copy(space, tmp, v, static_cast<std::size_t>(m) * n);
+  }
+
+  // ---- batched groups -----------------------------------------------------------------------------
+  /// Rows of BatchGroup::ptrs: the blocks' factors and bases, their slices of the group's work
+  /// buffer, and the two parameter sets of the current call (written by gather()).
+  enum Role : int { kL, kR, kQL, kQR, kTmp, kSqA, kSqB, kSqC, kTau, kKeys, kIn, kOut, kRoles };
+
+  /// Groups the batchable blocks by (rows, cols, sides); a group holds at most 2^30 work elements,
+  /// so that every flattened index fits an int.
+  static void make_groups(State& st) {
+    std::map<std::array<std::size_t, 4>, std::vector<int>> by_shape;
+    for (std::size_t i = 0; i < st.blocks.size(); ++i) {
+      Block& b = st.blocks[i];
+      b.group = -1;
+      if (b.batchable && (b.left || b.right))
+        by_shape[{b.rows, b.cols, std::size_t(b.left) + 2 * b.right, b.batch_qr}].push_back(int(i));
+    }
+    st.groups.clear();
+    for (const auto& [shape, members] : by_shape) {
+      const Block& first = st.blocks[members.front()];
+      const std::size_t side = std::max(first.left ? first.rows : 0, first.right ? first.cols : 0);
+      const std::size_t stride = first.rows * first.cols + 3 * side * side + 2 * side;
+      const std::size_t per_group = std::max<std::size_t>(1, (std::size_t(1) << 30) / stride);
+      if (stride > INT_MAX) continue;  // stays on its own (not reachable with a sane batch_max_side)
+      for (std::size_t start = 0; start < members.size(); start += per_group) {
+        const std::size_t count = std::min(per_group, members.size() - start);
+        Group g;
+        g.rows = int(first.rows), g.cols = int(first.cols), g.left = first.left, g.right = first.right;
+        g.side = int(side), g.stride = stride, g.batch_qr = first.batch_qr;
+        g.blocks = Kokkos::View<int*, mem>("delayopt::basis::group_blocks", count);
+        g.ptrs = decltype(g.ptrs)("delayopt::basis::group_pointers", kRoles, count);
+        g.work = Kokkos::View<T*, mem>("delayopt::basis::group_work", stride * count);
+        g.order = Kokkos::View<int*, mem>("delayopt::basis::group_order", side * count);
+        g.info = Kokkos::View<int*, mem>("delayopt::basis::group_info", 2 * count);
+        auto blocks = Kokkos::create_mirror_view(g.blocks);
+        auto ptrs = Kokkos::create_mirror_view(g.ptrs);
+        const auto at = [](T* p) { return reinterpret_cast<std::uintptr_t>(p); };
+        const std::size_t mn = first.rows * first.cols, ss = side * side;
+        for (std::size_t k = 0; k < count; ++k) {
+          Block& b = st.blocks[members[start + k]];
+          b.group = int(st.groups.size());
+          blocks(k) = members[start + k];
+          T* w = g.work.data() + k * stride;
+          ptrs(kL, k) = at(b.L.data());
+          ptrs(kR, k) = at(b.R.data());
+          ptrs(kQL, k) = at(b.QL.data());
+          ptrs(kQR, k) = at(b.QR.data());
+          ptrs(kTmp, k) = at(w);
+          ptrs(kSqA, k) = at(w + mn);
+          ptrs(kSqB, k) = at(w + mn + ss);
+          ptrs(kSqC, k) = at(w + mn + 2 * ss);
+          ptrs(kTau, k) = at(w + mn + 3 * ss);
+          ptrs(kKeys, k) = at(w + mn + 3 * ss + side);
+        }
+        Kokkos::deep_copy(g.blocks, blocks);
+        Kokkos::deep_copy(g.ptrs, ptrs);
+        st.groups.push_back(std::move(g));
+      }
+    }
+  }
+
+  /// The device array of role r's pointers, as cuBLAS's batched routines take it.
+  static T* const* array(const Group& g, Role r) {
+    return reinterpret_cast<T* const*>(g.ptrs.data() + std::size_t(r) * g.ptrs.extent(1));
+  }
+
+  /// Role kIn <- the group's blocks of `in`, kOut <- those of `out` (one small kernel, stream-ordered).
+  static void gather(const ExecSpace& space, const Group& g, const Set& in, const Set& out) {
+    auto from = in.refs(), to = out.refs();
+    auto blocks = g.blocks;
+    auto p = g.ptrs;
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_gather", policy(space, 0, g.count()), KOKKOS_LAMBDA(const int k) {
+          p(kIn, k) = reinterpret_cast<std::uintptr_t>(from(blocks(k)).data);
+          p(kOut, k) = reinterpret_cast<std::uintptr_t>(to(blocks(k)).data);
+        });
+  }
+
+  /// out = U^T in V (back: U in V^T) for every block of the group, as project_block does per block.
+  static void project_group(const ExecSpace& space, Group& g, const Set& in, Set& out, bool back) {
+    gather(space, g, in, out);
+    auto blas = h(space).blas;
+    const int m = g.rows, n = g.cols, B = g.count();
+    const auto N = CUBLAS_OP_N, Tr = CUBLAS_OP_T;
+    auto *IN = array(g, kIn), *OUT = array(g, kOut), *TMP = array(g, kTmp), *QL = array(g, kQL), *QR = array(g, kQR);
+    if (g.left && g.right) {
+      linalg::cuda::gemm_batched(blas, back ? Tr : N, N, n, m, n, T(1), QR, n, IN, n, T(0), TMP, n, B);
+      linalg::cuda::gemm_batched(blas, N, back ? N : Tr, n, m, m, T(1), TMP, n, QL, m, T(0), OUT, n, B);
+      return;
+    }
+    if (g.left)
+      linalg::cuda::gemm_batched(blas, N, back ? N : Tr, n, m, m, T(1), IN, n, QL, m, T(0), TMP, n, B);
+    else
+      linalg::cuda::gemm_batched(blas, back ? Tr : N, N, n, m, n, T(1), QR, n, IN, n, T(0), TMP, n, B);
+    const int mn = m * n;
+    auto p = g.ptrs;
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_copy_out", policy(space, 0, B * mn), KOKKOS_LAMBDA(const int e) {
+          const int b = e / mn, k = e % mn;
+          reinterpret_cast<T*>(p(kOut, b))[k] = reinterpret_cast<const T*>(p(kTmp, b))[k];
+        });
+  }
+
+  /// L <- beta L + (1-beta) G G^T, R <- beta R + (1-beta) G^T G over the group, by GEMM (see above).
+  static void accumulate_group(const ExecSpace& space, Group& grp, const Set& g, double beta) {
+    gather(space, grp, g, g);
+    auto blas = h(space).blas;
+    const int m = grp.rows, n = grp.cols, B = grp.count();
+    auto* G = array(grp, kIn);
+    if (grp.left)
+      linalg::cuda::gemm_batched(blas, CUBLAS_OP_T, CUBLAS_OP_N, m, m, n, T(1 - beta), G, n, G, n, T(beta),
+                                 array(grp, kL), m, B);
+    if (grp.right)
+      linalg::cuda::gemm_batched(blas, CUBLAS_OP_N, CUBLAS_OP_T, n, n, m, T(1 - beta), G, n, G, n, T(beta),
+                                 array(grp, kR), n, B);
+  }
+
+  /// refresh_side over a group: F Q by one batched GEMM on F's symmetric completion, the Rayleigh
+  /// quotients, the re-sort (linalg::batched::argsort_descending), the permutations, the QR (one
+  /// batched geqrf and linalg::batched::form_q, or cuSOLVER per block above batch_qr_max_side), then
+  /// a commit per block that keeps the permuted old basis (and counts a failure) where the solver
+  /// reported an error or the new basis is not finite.
+  static void refresh_group_side(const ExecSpace& space, State& st, Group& g, const std::vector<Set*>& second,
+                                 bool rows) {
+    const int s = rows ? g.rows : g.cols, ss = s * s, B = g.count();
+    const Role F = rows ? kL : kR, Q = rows ? kQL : kQR;
+    auto p = g.ptrs;
+    const auto ptr = [=] KOKKOS_FUNCTION(Role r, int b) { return reinterpret_cast<T*>(p(r, b)); };
+    // F is kept in its column-major upper triangle (the row-major lower, as on the host).
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_symmetrize", policy(space, 0, B * ss), KOKKOS_LAMBDA(const int e) {
+          const int b = e / ss, k = e % ss, r = k % s, c = k / s;
+          const T* f = ptr(F, b);
+          ptr(kSqC, b)[k] = r <= c ? f[r + c * s] : f[c + r * s];
+        });
+    auto blas = h(space).blas;
+    // Row-major F Q == column-major Q^T F, into A.
+    linalg::cuda::gemm_batched(blas, CUBLAS_OP_N, CUBLAS_OP_N, s, s, s, T(1), array(g, Q), s, array(g, kSqC), s, T(0),
+                               array(g, kSqA), s, B);
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_rayleigh", policy(space, 0, B * s), KOKKOS_LAMBDA(const int e) {
+          const int b = e / s, c = e % s;
+          const T *q = ptr(Q, b), *fq = ptr(kSqA, b);
+          T sum = 0;
+          for (int r = 0; r < s; ++r) sum += q[r * s + c] * fq[r * s + c];
+          ptr(kKeys, b)[c] = sum;
+        });
+    linalg::batched::argsort_descending(space, B, s, array(g, kKeys), g.order.data());
+    // C <- Q with columns re-sorted (row-major); B <- F Q with columns re-sorted, column-major, for the QR.
+    const int* order = g.order.data();
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_permute", policy(space, 0, B * ss), KOKKOS_LAMBDA(const int e) {
+          const int b = e / ss, k = e % ss;
+          const int* idx = order + b * s;
+          ptr(kSqC, b)[k] = ptr(Q, b)[(k / s) * s + idx[k % s]];
+          ptr(kSqB, b)[(k % s) + (k / s) * s] = ptr(kSqA, b)[(k % s) * s + idx[k / s]];
+        });
+    for (Set* v : second) permute_group_slot(space, g, *v, rows);
+    // QR of B into A (batched), or in place per block (cuSOLVER; info words in g.info).
+    Role fresh = kSqA;
+    if (g.batch_qr) {
+      linalg::cuda::geqrf_batched(blas, s, array(g, kSqB), array(g, kTau), B);
+      linalg::batched::form_q(space, B, s, array(g, kSqB), array(g, kTau), array(g, kSqA));
+    } else {
+      fresh = kSqB;
+      const std::size_t mn = std::size_t(g.rows) * g.cols;
+      for (int k = 0; k < B; ++k)
+        linalg::cuda::qr_q(h(space).solver, s, g.work.data() + k * g.stride + mn + std::size_t(ss), st.vec.data(),
+                           st.work.data(), static_cast<int>(st.work.extent(0)), g.info.data() + 2 * k);
+    }
+    const int* info = g.info.data();
+    auto failures = st.device_failures;
+    using team_policy = Kokkos::TeamPolicy<ExecSpace>;
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_commit", team_policy(space, B, Kokkos::AUTO),
+        KOKKOS_LAMBDA(const typename team_policy::member_type& t) {
+          const int b = t.league_rank();
+          const T *q_new = ptr(fresh, b), *kept = ptr(kSqC, b);
+          int bad = 0;
+          Kokkos::parallel_reduce(
+              Kokkos::TeamThreadRange(t, ss), [&](const int k, int& n) { n += Kokkos::isfinite(q_new[k]) ? 0 : 1; },
+              bad);
+          const bool ok = bad == 0 && info[2 * b] == 0 && info[2 * b + 1] == 0;
+          T* q = ptr(Q, b);
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(t, ss),
+                               [&](const int k) { q[k] = ok ? q_new[(k / s) + (k % s) * s] : kept[k]; });
+          if (!ok) Kokkos::single(Kokkos::PerTeam(t), [&] { Kokkos::atomic_add(&failures(), std::int64_t(1)); });
+        });
+  }
+
+  /// Second-moment slot v of every block of the group permuted with the re-sorted basis: rows (left
+  /// side) or columns, through the group's per-block scratch.
+  static void permute_group_slot(const ExecSpace& space, Group& g, Set& v, bool rows) {
+    const int m = g.rows, n = g.cols, mn = m * n, s = rows ? m : n;
+    auto refs = v.refs();
+    auto blocks = g.blocks;
+    auto p = g.ptrs;
+    const int* order = g.order.data();
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_permute_second_moment", policy(space, 0, g.count() * mn), KOKKOS_LAMBDA(const int e) {
+          const int b = e / mn, k = e % mn, r = k / n, c = k % n;
+          const int* idx = order + b * s;
+          const T* x = refs(blocks(b)).data;
+          reinterpret_cast<T*>(p(kTmp, b))[k] = rows ? x[idx[r] * n + c] : x[r * n + idx[c]];
+        });
+    Kokkos::parallel_for(
+        "delayopt::basis::batched_copy_back", policy(space, 0, g.count() * mn), KOKKOS_LAMBDA(const int e) {
+          const int b = e / mn, k = e % mn;
+          refs(blocks(b)).data[k] = reinterpret_cast<const T*>(p(kTmp, b))[k];
+        });
   }
 
   static void set_identity(const ExecSpace& space, const typename Block::matrix& Q) {
