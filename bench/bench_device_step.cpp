@@ -22,10 +22,13 @@
 // its triad_ratio against Adam's, side by side in one run, is that loop's cost.
 //
 // BM_DeviceSOAPStep: fp32 two-sided SOAP, 10 consecutive updates (one refresh) per iteration, reported
-// per step, as BM_SOAPStep in bench_soap_step.cpp. gemm_bound_s = the step's GEMM-class flops / the GEMM
-// rate measured in this run on the step's shapes (cuBLAS SGEMM through the library's handle on CUDA,
-// Eigen on host); gemm_bound_ratio = achieved time / gemm_bound_s. On a device space without the CUDA
-// backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not registered.
+// per step, as BM_SOAPStep in bench_soap_step.cpp. One block: gemm_bound_s = the step's GEMM-class flops /
+// the GEMM rate measured in this run on the step's shapes (cuBLAS SGEMM through the library's handle on
+// CUDA, Eigen on host); gemm_bound_ratio = achieved time / gemm_bound_s. Many blocks of one shape
+// ("64x32sq" = 64 blocks of 32 x 32): the same blocks one by one (batch_max_side 0) and as one batched
+// group (batch_max_side = side), registered side by side; their time ratio is what batching buys. On a
+// device space without the CUDA backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not
+// registered. Only the SOAP cases: --benchmark_filter=SOAP.
 #include <delayopt/delayopt.hpp>
 
 #include "measure.hpp"
@@ -192,18 +195,34 @@ double gemm_rate([[maybe_unused]] const Space& space, std::size_t m, std::size_t
   return cache[{m, n}] = rate;
 }
 
+/// Args: blocks, rows, cols, batch_max_side, batch_qr_max_side. One block: gemm_bound_* as above. Several blocks of one
+/// shape (a model of repeated layers): per_block_us, and the same blocks with batch_max_side 0 (one
+/// by one) and = side (one batched group) are registered side by side.
 template <class Space>
 void BM_DeviceSOAPStep(benchmark::State& bs) {
   using T = float;
-  const auto m = static_cast<std::size_t>(bs.range(0)), n = static_cast<std::size_t>(bs.range(1));
+  const auto blocks = static_cast<int>(bs.range(0));
+  const auto m = static_cast<std::size_t>(bs.range(1)), n = static_cast<std::size_t>(bs.range(2));
+  std::vector<delayopt::BlockShape> shapes;
+  for (int b = 0; b < blocks; ++b) {
+    std::string name = "W";  // not "W" + ...: GCC 12 -Wrestrict false positive
+    name += std::to_string(b);
+    shapes.push_back({name, 2, m, n});
+  }
   Space space;
-  delayopt::ParamSet<T, Space> params({{"W", 2, m, n}}), grads({{"W", 2, m, n}});
+  delayopt::ParamSet<T, Space> params(shapes), grads(shapes);
   {
     Kokkos::Random_XorShift64_Pool<Space> pool(3);
-    Kokkos::fill_random(params.flat(0), pool, T(-1), T(1));
-    Kokkos::fill_random(grads.flat(0), pool, T(-1), T(1));
+    for (int b = 0; b < blocks; ++b) {
+      Kokkos::fill_random(params.flat(b), pool, T(-1), T(1));
+      Kokkos::fill_random(grads.flat(b), pool, T(-1), T(1));
+    }
   }
-  const delayopt::SOAP opt({.basis = {.refresh_every = kRefresh}, .moment = {.beta2 = 0.99}, .schedule = {.lr = 1e-4}});
+  const delayopt::SOAP opt({.basis = {.refresh_every = kRefresh,
+                                      .batch_max_side = static_cast<std::size_t>(bs.range(3)),
+                                      .batch_qr_max_side = static_cast<std::size_t>(bs.range(4))},
+                            .moment = {.beta2 = 0.99},
+                            .schedule = {.lr = 1e-4}});
   auto state = opt.init(space, params);
   // Two updates initialize the basis (bench_soap_step.cpp). On a device, one more refresh period, so that
   // cuSOLVER's lazily loaded kernels and its workspace set-up are not in the first timed iteration.
@@ -223,23 +242,46 @@ void BM_DeviceSOAPStep(benchmark::State& bs) {
   if (delayopt::basis::KroneckerEigen::failures(state.basis) != 0) bs.SkipWithError("a factorization failed");
 
   const double step_s = total_s / (static_cast<double>(bs.iterations()) * kRefresh);
-  const double rate = gemm_rate(space, m, n);
-  const double bound_s = step_flops(static_cast<double>(m), static_cast<double>(n)) / rate;
-  bs.counters["gemm_GFLOPs"] = rate / 1e9;
-  bs.counters["gemm_bound_s"] = bound_s;
-  bs.counters["gemm_bound_ratio"] = step_s / bound_s;
+  const double flops = blocks * step_flops(static_cast<double>(m), static_cast<double>(n));
+  bs.counters["GFLOPs"] = flops / step_s / 1e9;
+  bs.counters["per_block_us"] = step_s / blocks * 1e6;
+  bs.counters["batched_groups"] = static_cast<double>(state.basis.groups.size());
   bs.counters["state_MiB"] = static_cast<double>(delayopt::SOAP::state_bytes(state)) / 1048576.0;
+  if (blocks == 1) {
+    const double rate = gemm_rate(space, m, n);
+    const double bound_s = flops / rate;
+    bs.counters["gemm_GFLOPs"] = rate / 1e9;
+    bs.counters["gemm_bound_s"] = bound_s;
+    bs.counters["gemm_bound_ratio"] = step_s / bound_s;
+  }
 }
 
 template <class Space>
 void register_soap() {
   if constexpr (has_eigenbasis<Space>) {
-    for (auto [m, n] : {std::pair{1024, 1024}, std::pair{4096, 1024}})
-      benchmark::RegisterBenchmark(("BM_DeviceSOAPStep/fp32/" + std::to_string(m) + "x" + std::to_string(n)).c_str(),
-                                   BM_DeviceSOAPStep<Space>)
-          ->Args({m, n})
+    const auto add = [](const std::string& name, std::int64_t blocks, std::int64_t m, std::int64_t n,
+                        std::int64_t batch, std::int64_t qr) {
+      benchmark::RegisterBenchmark(("BM_DeviceSOAPStep/fp32/" + name).c_str(), BM_DeviceSOAPStep<Space>)
+          ->Args({blocks, m, n, batch, qr})
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
+    };
+    // One large block: above the default batch_max_side, so one by one as before batching existed.
+    const delayopt::basis::KroneckerEigen::Hyper defaults{};
+    const auto batch = static_cast<std::int64_t>(defaults.batch_max_side);
+    const auto qr = static_cast<std::int64_t>(defaults.batch_qr_max_side);
+    for (auto [m, n] : {std::pair{1024, 1024}, std::pair{4096, 1024}})
+      add(std::to_string(m) + "x" + std::to_string(n), 1, m, n, batch, qr);
+    // Repeated layers of 64Ki-4M parameters per shape: one by one (batch_max_side 0) and one batched
+    // group with the default batch_qr_max_side; beside its cut-off (128), the other QR choice.
+    for (auto [blocks, side] : {std::pair{64, 32}, std::pair{32, 64}, std::pair{16, 128}, std::pair{8, 256},
+                                std::pair{4, 512}, std::pair{4, 1024}}) {
+      const std::string shape = std::to_string(blocks) + "x" + std::to_string(side) + "sq";
+      add(shape + "/one_by_one", blocks, side, side, 0, 0);
+      add(shape + "/batched", blocks, side, side, side, qr);
+      if (side == 128) add(shape + "/batched_cusolver_qr", blocks, side, side, side, 0);
+      if (side == 256) add(shape + "/batched_qr", blocks, side, side, side, side);
+    }
     benchmark::AddCustomContext("gemm_reference",
                                 delayopt::compat::is_host_space_v<Space> ? "Eigen sgemm" : "cuBLAS SGEMM");
   } else {
