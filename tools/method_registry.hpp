@@ -198,7 +198,6 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
     if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
-    if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   }
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
@@ -208,8 +207,9 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
       c.moment = s.moment;
     }
     if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
-    if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   }
+  // After the SOAP defaults, which replace Adam's whole moment config.
+  if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   return AnyMethod<T, Space>(Opt(c), space, params);
 }
 
