@@ -195,41 +195,58 @@ double gemm_rate([[maybe_unused]] const Space& space, std::size_t m, std::size_t
   return cache[{m, n}] = rate;
 }
 
-/// Args: blocks, rows, cols, batch_max_side, batch_qr_max_side. One block: gemm_bound_* as above. Several blocks of one
-/// shape (a model of repeated layers): per_block_us, and the same blocks with batch_max_side 0 (one
-/// by one) and = side (one batched group) are registered side by side.
+/// `blocks` fp32 blocks of rows x cols with uniform values, and SOAP with the given batching, its
+/// basis initialized and one refresh period run: cuSOLVER's lazily loaded kernels and its workspace
+/// set-up are then out of the timed iterations (bench_soap_step.cpp initializes with two updates).
 template <class Space>
-void BM_DeviceSOAPStep(benchmark::State& bs) {
+struct SoapFixture {
   using T = float;
-  const auto blocks = static_cast<int>(bs.range(0));
-  const auto m = static_cast<std::size_t>(bs.range(1)), n = static_cast<std::size_t>(bs.range(2));
-  std::vector<delayopt::BlockShape> shapes;
-  for (int b = 0; b < blocks; ++b) {
-    std::string name = "W";  // not "W" + ...: GCC 12 -Wrestrict false positive
-    name += std::to_string(b);
-    shapes.push_back({name, 2, m, n});
-  }
   Space space;
-  delayopt::ParamSet<T, Space> params(shapes), grads(shapes);
-  {
+  delayopt::ParamSet<T, Space> params, grads;
+  delayopt::SOAP opt;
+  delayopt::SOAP::State<T, Space> state;
+
+  static std::vector<delayopt::BlockShape> shapes(int blocks, std::size_t m, std::size_t n) {
+    std::vector<delayopt::BlockShape> out;
+    for (int b = 0; b < blocks; ++b) {
+      std::string name = "W";  // not "W" + ...: GCC 12 -Wrestrict false positive
+      name += std::to_string(b);
+      out.push_back({name, 2, m, n});
+    }
+    return out;
+  }
+
+  SoapFixture(int blocks, std::size_t m, std::size_t n, std::size_t batch, std::size_t qr)
+      : params(shapes(blocks, m, n)),
+        grads(shapes(blocks, m, n)),
+        opt({.basis = {.refresh_every = kRefresh, .batch_max_side = batch, .batch_qr_max_side = qr},
+             .moment = {.beta2 = 0.99},
+             .schedule = {.lr = 1e-4}}) {
     Kokkos::Random_XorShift64_Pool<Space> pool(3);
     for (int b = 0; b < blocks; ++b) {
       Kokkos::fill_random(params.flat(b), pool, T(-1), T(1));
       Kokkos::fill_random(grads.flat(b), pool, T(-1), T(1));
     }
+    state = opt.init(space, params);
+    const int warmup = delayopt::compat::is_host_space_v<Space> ? 2 : 2 + kRefresh;
+    for (int i = 0; i < warmup; ++i) opt.update(space, params, grads, state);
+    space.fence();
   }
-  const delayopt::SOAP opt({.basis = {.refresh_every = kRefresh,
-                                      .batch_max_side = static_cast<std::size_t>(bs.range(3)),
-                                      .batch_qr_max_side = static_cast<std::size_t>(bs.range(4))},
-                            .moment = {.beta2 = 0.99},
-                            .schedule = {.lr = 1e-4}});
-  auto state = opt.init(space, params);
-  // Two updates initialize the basis (bench_soap_step.cpp). On a device, one more refresh period, so that
-  // cuSOLVER's lazily loaded kernels and its workspace set-up are not in the first timed iteration.
-  const int warmup = delayopt::compat::is_host_space_v<Space> ? 2 : 2 + kRefresh;
-  for (int i = 0; i < warmup; ++i) opt.update(space, params, grads, state);
-  space.fence();
+};
 
+/// Args: blocks, rows, cols, batch_max_side, batch_qr_max_side. One block: gemm_bound_* as above. Several blocks of one
+/// shape (a model of repeated layers): per_block_us, and the same blocks with batch_max_side 0 (one
+/// by one) and = side (one batched group) are registered side by side.
+template <class Space>
+void BM_DeviceSOAPStep(benchmark::State& bs) {
+  const auto blocks = static_cast<int>(bs.range(0));
+  const auto m = static_cast<std::size_t>(bs.range(1)), n = static_cast<std::size_t>(bs.range(2));
+  SoapFixture<Space> f(blocks, m, n, static_cast<std::size_t>(bs.range(3)), static_cast<std::size_t>(bs.range(4)));
+  auto& space = f.space;
+  auto& params = f.params;
+  auto& grads = f.grads;
+  auto& state = f.state;
+  const auto& opt = f.opt;
   double total_s = 0;
   for (auto _ : bs) {
     // Any kRefresh consecutive updates hold exactly one refresh, whatever the phase.
@@ -254,6 +271,47 @@ void BM_DeviceSOAPStep(benchmark::State& bs) {
     bs.counters["gemm_bound_s"] = bound_s;
     bs.counters["gemm_bound_ratio"] = step_s / bound_s;
   }
+}
+
+enum class SoapPart : int { accumulate, project, elementwise, refresh };
+
+/// One part of the step, as BM_SOAPPart in bench_soap_step.cpp: the factor update, both per-step
+/// projections, the element-wise passes (Adam's fused step moves the same bytes), or one refresh of
+/// both sides with the moments' bookkeeping. Args as BM_DeviceSOAPStep, then the part.
+template <class Space>
+void BM_DeviceSOAPPart(benchmark::State& bs) {
+  using T = float;
+  using Ops = delayopt::basis::detail::EigenbasisOps<T, Space>;
+  using Set = delayopt::ParamSet<T, Space>;
+  SoapFixture<Space> f(static_cast<int>(bs.range(0)), static_cast<std::size_t>(bs.range(1)),
+                       static_cast<std::size_t>(bs.range(2)), static_cast<std::size_t>(bs.range(3)),
+                       static_cast<std::size_t>(bs.range(4)));
+  auto& st = f.state.basis;
+  auto work = Set::zeros_like(f.params);
+  const delayopt::Adam adam({.schedule = {.lr = 1e-4}});
+  auto adam_state = adam.init(f.space, f.params);
+  const auto settings = delayopt::basis::KroneckerEigen::settings({}, 0.9, 0.99);
+  const auto part = static_cast<SoapPart>(bs.range(5));
+  const auto run = [&] {
+    switch (part) {
+      case SoapPart::accumulate:
+        Ops::accumulate(f.space, st, f.grads, 0.99);
+        break;
+      case SoapPart::project:
+        delayopt::basis::KroneckerEigen::project(f.space, st, f.grads, work);
+        delayopt::basis::KroneckerEigen::project_back(f.space, st, work);
+        break;
+      case SoapPart::elementwise:
+        adam.update(f.space, f.params, f.grads, adam_state);
+        break;
+      case SoapPart::refresh:
+        Ops::refresh(f.space, st, settings, {&f.state.moments[0]}, {&f.state.moments[1]}, nullptr);
+        break;
+    }
+  };
+  run();  // the part's own first-call costs (kernel loading) out of the timing
+  for (auto _ : bs) bs.SetIterationTime(timed(f.space, run));
+  if (delayopt::basis::KroneckerEigen::failures(st) != 0) bs.SkipWithError("a factorization failed");
 }
 
 template <class Space>
@@ -282,6 +340,21 @@ void register_soap() {
       if (side == 128) add(shape + "/batched_cusolver_qr", blocks, side, side, side, 0);
       if (side == 256) add(shape + "/batched_qr", blocks, side, side, side, side);
     }
+    // Where a step's time goes: one large block, and 64 small ones one by one and batched.
+    const char* part_names[] = {"accumulate", "project+back", "elementwise", "refresh"};
+    struct Case {
+      const char* name;
+      std::int64_t blocks, m, n, batch, qr;
+    };
+    for (const Case& c : {Case{"1024x1024", 1, 1024, 1024, batch, qr}, Case{"4096x1024", 1, 4096, 1024, batch, qr},
+                          Case{"64x32sq/one_by_one", 64, 32, 32, 0, 0}, Case{"64x32sq/batched", 64, 32, 32, 32, qr}})
+      for (int p = 0; p < 4; ++p)
+        benchmark::RegisterBenchmark(("BM_DeviceSOAPPart/" + std::string(part_names[p]) + "/" + c.name).c_str(),
+                                     BM_DeviceSOAPPart<Space>)
+            ->Args({c.blocks, c.m, c.n, c.batch, c.qr, p})
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(p == static_cast<int>(SoapPart::refresh) ? 5 : 20);
     benchmark::AddCustomContext("gemm_reference",
                                 delayopt::compat::is_host_space_v<Space> ? "Eigen sgemm" : "cuBLAS SGEMM");
   } else {
