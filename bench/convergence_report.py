@@ -85,6 +85,16 @@ def pct(method, best):
     return "%+.0f%%" % (100 * (1 - method / best)) if method != best else "0%"
 
 
+def p16_row(prefix, data, m, extra=()):
+    """'| prefix... | T(1) | T(16) | slowdown | extra(T(16))... | per seed at 16 |' for method m, or None
+    when data lacks P = 1 or 16."""
+    if (m, 1) not in data or (m, 16) not in data:
+        return None
+    t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
+    cells = list(prefix) + [fmt(t1), fmt(t16), slowdown(t1, t16)] + [f(t16) for f in extra]
+    return "| " + " | ".join(cells + [per_seed(data[(m, 16)])]) + " |"
+
+
 def table(data, methods, delays, cap, delay_name="P", coord=COORD):
     """Median iterations, slowdown vs the first delay, % fewer than the best coordinate method."""
     med = {(m, p): median(data[(m, p)]) for (m, p) in data}
@@ -447,11 +457,9 @@ def main():
                  "|---|---|---|---|---|---|---|"]
         for m in ["nesterov", "rot-cov-bi+nesterov"]:
             for b, data in betas:
-                if (m, 1) in data and (m, 16) in data:
-                    t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
-                    lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                        m, b, fmt(t1), fmt(t16), slowdown(t1, t16), pct(t16, best),
-                        per_seed(data[(m, 16)])))
+                row = p16_row([m, b], data, m, [lambda t16: pct(t16, best)])
+                if row:
+                    lines.append(row)
         m = "rot-cov-bi+nesterov+weight-pred"
         for b, name, p1 in [("0.99", "mlp-nadam-wp0.", "mlp-nadam-wp0-p1."), ("0.995", "mlp-nadam-wp0-beta0.995.", None)]:
             wp = collect(d, name)
@@ -468,11 +476,9 @@ def main():
     rows = []
     for m in ["adam", "rot-cov-bi"]:
         for b in ["0.9", "0.95", "0.99"]:
-            data = main_data if b == "0.9" else collect(d, "mlp-adambeta-%s." % b)
-            if (m, 1) in data and (m, 16) in data:
-                t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
-                rows.append("| %s | %s | %s | %s | %s | %s |" % (m, b, fmt(t1), fmt(t16), slowdown(t1, t16),
-                                                                per_seed(data[(m, 16)])))
+            row = p16_row([m, b], main_data if b == "0.9" else collect(d, "mlp-adambeta-%s." % b), m)
+            if row:
+                rows.append(row)
     if len(rows) > 2:
         out += ["### Adam's beta1 at P = 16", "", "| method | beta1 | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
                 "|---|---|---|---|---|---|"] + rows + [""]
@@ -486,11 +492,9 @@ def main():
         out += ["### beta2 at P = 16 (median iterations)", "", t, ""]
         rows = []
         for m in ["rot-cov-bi", "rot-cov-bi+nesterov"]:
-            data = collect(d, "mlp-beta2-0.95-basis0.999-%s." % m)
-            if (m, 1) in data and (m, 16) in data:
-                t1, t16 = median(data[(m, 1)]), median(data[(m, 16)])
-                rows.append("| %s | %s | %s | %s | %s |" % (m, fmt(t1), fmt(t16), slowdown(t1, t16),
-                                                          per_seed(data[(m, 16)])))
+            row = p16_row([m], collect(d, "mlp-beta2-0.95-basis0.999-%s." % m), m)
+            if row:
+                rows.append(row)
         if rows:
             out += ["β₂ = 0.95 with the L, R EMA factor kept at 0.999 (`--basis-beta 0.999`):", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
