@@ -29,6 +29,10 @@
 // group (batch_max_side = side), registered side by side; their time ratio is what batching buys. On a
 // device space without the CUDA backend (DELAYOPT_ENABLE_CUDA_LINALG=OFF) the SOAP cases are not
 // registered. Only the SOAP cases: --benchmark_filter=SOAP.
+//
+// BM_DeviceSOAPPart: the step's parts one call each (the factor update, project + back, the element-wise
+// passes, one refresh), as BM_SOAPPart in bench_soap_step.cpp, for one large block and for 64 small ones
+// one by one and batched: where a step's time goes.
 #include <delayopt/delayopt.hpp>
 
 #include "measure.hpp"
@@ -234,9 +238,9 @@ struct SoapFixture {
   }
 };
 
-/// Args: blocks, rows, cols, batch_max_side, batch_qr_max_side. One block: gemm_bound_* as above. Several blocks of one
-/// shape (a model of repeated layers): per_block_us, and the same blocks with batch_max_side 0 (one
-/// by one) and = side (one batched group) are registered side by side.
+/// Args: blocks, rows, cols, batch_max_side, batch_qr_max_side. One block: gemm_bound_* as above.
+/// Several blocks of one shape (a model of repeated layers): per_block_us, and the same blocks with
+/// batch_max_side 0 (one by one) and = side (one batched group) are registered side by side.
 template <class Space>
 void BM_DeviceSOAPStep(benchmark::State& bs) {
   const auto blocks = static_cast<int>(bs.range(0));
