@@ -139,7 +139,7 @@ TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap
     CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
   };
   // 160 x 160 above batch_max_side 128: one by one beside the groups. With the defaults (one-sided
-  // below) every block is batched.
+  // below) every rotated block is batched; the bias is not rotated.
   const basis::KroneckerEigen::Hyper every5{.refresh_every = 5, .batch_max_side = 128};
   compare("SOAP, two-sided", SOAP({.basis = every5, .schedule = {.lr = 1e-3}}), square, 2);
   compare("rotated NAdam, two-sided", RotatedNAdam({.basis = every5, .schedule = {.lr = 1e-3}}), square, 2);
