@@ -273,6 +273,30 @@ struct EigenbasisOps<T, ExecSpace, false> {
   /// buffer, and the two parameter sets of the current call (written by gather()).
   enum Role : int { kL, kR, kQL, kQR, kTmp, kSqA, kSqB, kSqC, kTau, kKeys, kIn, kOut, kRoles };
 
+  /// Where role r's slice of a block's part of the group's work buffer starts: rows x cols (kTmp),
+  /// three side^2 squares (kSqA, kSqB, kSqC), then side values each for kTau and kKeys; kIn (the first
+  /// role after them) gives the part's length. `side` is the group's larger rotated side, so a
+  /// refresh of the smaller side uses the start of each square.
+  static std::size_t work_offset(std::size_t rows, std::size_t cols, std::size_t side, Role r) {
+    const std::size_t mn = rows * cols, ss = side * side;
+    switch (r) {
+      case kTmp:
+        return 0;
+      case kSqA:
+        return mn;
+      case kSqB:
+        return mn + ss;
+      case kSqC:
+        return mn + 2 * ss;
+      case kTau:
+        return mn + 3 * ss;
+      case kKeys:
+        return mn + 3 * ss + side;
+      default:
+        return mn + 3 * ss + 2 * side;
+    }
+  }
+
   /// Groups the batchable blocks by (rows, cols, sides); a group holds at most 2^30 work elements,
   /// so that every flattened index fits an int.
   static void make_groups(State& st) {
@@ -287,7 +311,7 @@ struct EigenbasisOps<T, ExecSpace, false> {
     for (const auto& [shape, members] : by_shape) {
       const Block& first = st.blocks[members.front()];
       const std::size_t side = std::max(first.left ? first.rows : 0, first.right ? first.cols : 0);
-      const std::size_t stride = first.rows * first.cols + 3 * side * side + 2 * side;
+      const std::size_t stride = work_offset(first.rows, first.cols, side, kIn);
       const std::size_t per_group = std::max<std::size_t>(1, (std::size_t(1) << 30) / stride);
       if (stride > INT_MAX) continue;  // stays on its own (not reachable with a sane batch_max_side)
       for (std::size_t start = 0; start < members.size(); start += per_group) {
@@ -303,7 +327,6 @@ struct EigenbasisOps<T, ExecSpace, false> {
         auto blocks = Kokkos::create_mirror_view(g.blocks);
         auto ptrs = Kokkos::create_mirror_view(g.ptrs);
         const auto at = [](T* p) { return reinterpret_cast<std::uintptr_t>(p); };
-        const std::size_t mn = first.rows * first.cols, ss = side * side;
         for (std::size_t k = 0; k < count; ++k) {
           Block& b = st.blocks[members[start + k]];
           b.group = int(st.groups.size());
@@ -313,12 +336,8 @@ struct EigenbasisOps<T, ExecSpace, false> {
           ptrs(kR, k) = at(b.R.data());
           ptrs(kQL, k) = at(b.QL.data());
           ptrs(kQR, k) = at(b.QR.data());
-          ptrs(kTmp, k) = at(w);
-          ptrs(kSqA, k) = at(w + mn);
-          ptrs(kSqB, k) = at(w + mn + ss);
-          ptrs(kSqC, k) = at(w + mn + 2 * ss);
-          ptrs(kTau, k) = at(w + mn + 3 * ss);
-          ptrs(kKeys, k) = at(w + mn + 3 * ss + side);
+          for (Role r : {kTmp, kSqA, kSqB, kSqC, kTau, kKeys})
+            ptrs(r, k) = at(w + work_offset(b.rows, b.cols, side, r));
         }
         Kokkos::deep_copy(g.blocks, blocks);
         Kokkos::deep_copy(g.ptrs, ptrs);
@@ -431,10 +450,10 @@ struct EigenbasisOps<T, ExecSpace, false> {
       linalg::batched::form_q(space, B, s, array(g, kSqB), array(g, kTau), array(g, kSqA));
     } else {
       fresh = kSqB;
-      const std::size_t mn = std::size_t(g.rows) * g.cols;
+      const std::size_t b_at = work_offset(g.rows, g.cols, g.side, kSqB);
       for (int k = 0; k < B; ++k)
-        linalg::cuda::qr_q(h(space).solver, s, g.work.data() + k * g.stride + mn + std::size_t(ss), st.vec.data(),
-                           st.work.data(), static_cast<int>(st.work.extent(0)), g.info.data() + 2 * k);
+        linalg::cuda::qr_q(h(space).solver, s, g.work.data() + k * g.stride + b_at, st.vec.data(), st.work.data(),
+                           static_cast<int>(st.work.extent(0)), g.info.data() + 2 * k);
     }
     const int* info = g.info.data();
     auto failures = st.device_failures;
