@@ -56,7 +56,7 @@ Vec log_spectrum(int n, double kappa) {
 }
 
 Eigen::Map<Mat> as_mat(const Set& s, std::size_t i) {
-  const auto& sh = s.shape(i);  // shapes() returns a copy: an element of it would dangle
+  const auto& sh = s.shape(i);
   return {s.flat(i).data(), static_cast<Eigen::Index>(sh.rows), static_cast<Eigen::Index>(sh.cols)};
 }
 
