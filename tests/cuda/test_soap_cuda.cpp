@@ -43,6 +43,13 @@ std::vector<std::vector<T>> random_gradients(const std::vector<BlockShape>& shap
   return grads;
 }
 
+// `count` rank-2 blocks of one shape, named name0, name1, ... (a model's repeated layers).
+std::vector<BlockShape> layers(int count, const char* name, std::size_t rows, std::size_t cols) {
+  std::vector<BlockShape> out;
+  for (int i = 0; i < count; ++i) out.push_back({name + std::to_string(i), 2, rows, cols});
+  return out;
+}
+
 // max_i |a_i - b_i|.
 template <class T>
 double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
@@ -109,11 +116,6 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
 TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap][batched]", float, double) {
   using T = TestType;
   constexpr bool dbl = std::is_same_v<T, double>;
-  const auto layers = [](int count, const char* name, std::size_t rows, std::size_t cols) {
-    std::vector<BlockShape> out;
-    for (int i = 0; i < count; ++i) out.push_back({name + std::to_string(i), 2, rows, cols});
-    return out;
-  };
   const auto concat = [](std::vector<std::vector<BlockShape>> parts) {
     std::vector<BlockShape> out;
     for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
@@ -154,8 +156,7 @@ TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap
 // and device may pick different null-space bases; orthonormality does not depend on that choice.)
 TEST_CASE("CUDA bases stay orthonormal on non-square blocks, on every path", "[cuda][soap][batched]") {
   using T = double;
-  std::vector<BlockShape> shapes;
-  for (int i = 0; i < 4; ++i) shapes.push_back({"w" + std::to_string(i), 2, 24, 40});
+  const auto shapes = layers(4, "w", 24, 40);
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 13);
   const auto grads = random_gradients<T>(shapes, 12, 600);
@@ -190,8 +191,7 @@ TEST_CASE("CUDA bases stay orthonormal on non-square blocks, on every path", "[c
 // as the one-by-one path does, and leave the other blocks of its group alone.
 TEST_CASE("CUDA batched refresh keeps a failed block's basis and counts it", "[cuda][soap][batched]") {
   using T = double;
-  std::vector<BlockShape> shapes;
-  for (int i = 0; i < 4; ++i) shapes.push_back({"w" + std::to_string(i), 2, 24, 24});
+  const auto shapes = layers(4, "w", 24, 24);
   ParamSet<T, Host> ph(shapes);
   delayopt::test::fill_random(Host(), ph, 9);
   const auto grads = random_gradients<T>(shapes, 20, 500);
