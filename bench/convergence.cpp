@@ -616,6 +616,11 @@ int main(int argc, char* argv[]) {
                  "Delta, in [0, 1)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.9999));
+  app.add_option("--clip", mo.clip,
+                 "clip each stage's gradient to this global L2 norm before its step (0: off; the paper's code "
+                 "uses 1)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
   CLI11_PARSE(app, argc, argv);
@@ -784,6 +789,7 @@ int main(int argc, char* argv[]) {
     if (mo.nadam_momentum_decay >= 0) doc["nadam_momentum_decay"] = mo.nadam_momentum_decay;
     if (mo.adam_beta1 >= 0) doc["adam_beta1"] = mo.adam_beta1;
     if (mo.beta2 >= 0) doc["beta2"] = mo.beta2;
+    if (mo.clip > 0) doc["clip"] = mo.clip;
     if (probe) doc["probe"] = probes;
     std::ofstream(json_file) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_file.c_str());

@@ -106,6 +106,21 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [g, h] = registry_vs_direct("adam", o, adam);
     CHECK(g != h);
   }
+  SECTION("clip is the optimizer's global-norm clipping, in the coordinates and in the rotated basis") {
+    const tools::MethodOptions m{.lr = 3e-3, .refresh_every = 2, .clip = 0.1};  // below every gradient's norm
+    const auto adam = Adam({.schedule = {.lr = 3e-3}, .clip_global_norm = 0.1});
+    const auto [a, b] = registry_vs_direct("adam", m, adam);
+    CHECK(a == b);
+    const auto [c, d] = registry_vs_direct("adam", o, adam);
+    CHECK(c != d);  // the clip binds
+    using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::None>;
+    auto rc = rotated_adam_config<delay::None>();
+    rc.clip_global_norm = 0.1;
+    const auto [e, f] = registry_vs_direct("rot-cov-bi", m, Opt(rc));
+    CHECK(e == f);
+    const auto [g, h] = registry_vs_direct("rot-cov-bi", {.lr = 3e-3, .refresh_every = 2}, Opt(rc));
+    CHECK(g != h);
+  }
   SECTION("rot-cov-bi+dcasgd: paper ordering, covariance, both sides, DC-ASGD in the basis") {
     using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
     auto c = rotated_adam_config<delay::DCASGD>();

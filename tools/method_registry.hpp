@@ -63,6 +63,10 @@ struct MethodOptions {
   double wp_gamma = 0.9;
   /// nag (delay::Nesterov): the look-ahead's momentum gamma.
   double nag_gamma = 0.9;
+  /// Clip the gradient to this global L2 norm over the method's parameter set before the step
+  /// (torch.nn.utils.clip_grad_norm_; one set per pipeline stage, as the paper's code clips per
+  /// stage and parameter group); 0 disables it.
+  double clip = 0.0;
 };
 
 struct MethodInfo {
@@ -191,6 +195,7 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
   typename Opt::Config c;
   c.basis = basis;
   c.schedule.lr = o.lr;
+  c.clip_global_norm = o.clip;
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
   if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) c.delay.gamma = o.wp_gamma;
