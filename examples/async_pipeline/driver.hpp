@@ -64,6 +64,7 @@ struct RunOptions {
   double dcasgd_lambda = 0.04;
   double wp_gamma = 0.9;
   double nag_gamma = 0.9;
+  double clip = 0;  ///< each stage's gradient clipped to this global L2 norm; 0: off
   std::int64_t steps = 1000;
   bool stashing = true;
   Schedule schedule = Schedule::async_1f1b;
@@ -122,6 +123,9 @@ inline void add_options(CLI::App& app, RunOptions& o) {
   app.add_option("--nag-gamma", o.nag_gamma,
                  "delay::Nesterov's look-ahead momentum, in [0, 1) (nag, <base>+nag, <base>+nesterov+nag)")
       ->check(CLI::Range(0.0, 0.9999))
+      ->capture_default_str();
+  app.add_option("--clip", o.clip, "clip each stage's gradient to this global L2 norm before its update (0: off)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("!--no-stashing", o.stashing, "async: backward with the current weights, not the forward's");
@@ -224,7 +228,8 @@ inline MethodOptions method_options(const RunOptions& o) {
           .run_steps = o.steps,
           .dcasgd_lambda = o.dcasgd_lambda,
           .wp_gamma = o.wp_gamma,
-          .nag_gamma = o.nag_gamma};
+          .nag_gamma = o.nag_gamma,
+          .clip = o.clip};
 }
 
 /// Stage `i` with its optimizer. Allocates: call on the thread that initialised Kokkos.

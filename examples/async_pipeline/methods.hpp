@@ -81,6 +81,7 @@ struct MethodOptions {
   double dcasgd_lambda = 0.04;  ///< DC-ASGD's lambda
   double wp_gamma = 0.9;        ///< weight prediction: EMA factor of the weight velocity
   double nag_gamma = 0.9;       ///< nag: momentum of delay::Nesterov's weight-space look-ahead
+  double clip = 0;              ///< the stage's gradient clipped to this global L2 norm; 0: off
 };
 
 /// The registry's optimizer for a stage, plus whether it needs the stale weights.
@@ -117,6 +118,7 @@ StageMethod<T, Space> make_method(const std::string& name, const MethodOptions& 
   r.dcasgd_lambda = o.dcasgd_lambda;
   r.wp_gamma = o.wp_gamma;
   r.nag_gamma = o.nag_gamma;
+  r.clip = o.clip;
   return StageMethod<T, Space>(delayopt::tools::make_method<T, Space>(name, r, space, params));
 }
 

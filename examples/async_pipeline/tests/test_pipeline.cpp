@@ -540,6 +540,19 @@ TEST_CASE("methods: the registry's names, the pipeline's default rates, PipeDrea
   CHECK(make_method<double, Kokkos::Serial>("rot-mom-uni+weight-pred", {}, space, w0).predicts());
   CHECK_FALSE(make_method<double, Kokkos::Serial>("dcasgd", {}, space, w0).predicts());
   CHECK(make_method<double, Kokkos::Serial>("rot-cov-bi+dcasgd", {}, space, w0).needs_stale_weights());
+
+  // --clip: two steps whose gradients differ 10x in norm (|g| = sqrt(10)). Clipped to 0.1, both
+  // reach Adam at one norm, and the second step differs; a clip above both norms changes nothing.
+  auto two_steps = [&](const MethodOptions& o) {
+    P1 w = w0.clone(space), g2 = g.clone(space);
+    for (int k = 0; k < 4; ++k) g2.flat(0)(k) *= 10;
+    auto opt = make_method<double, Kokkos::Serial>("adam", o, space, w);
+    opt.step(space, w, g, {.step = 0}, nullptr);
+    opt.step(space, w, g2, {.step = 1}, nullptr);
+    return w.flat(0)(0);
+  };
+  CHECK(two_steps({.clip = 100}) == two_steps({}));
+  CHECK(two_steps({.clip = 0.1}) != Approx(two_steps({})).epsilon(1e-6));
 }
 
 TEST_CASE("data: the Debian files load, or the fallback says it ran", "[pipeline]") {
