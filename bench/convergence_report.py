@@ -498,6 +498,21 @@ def main():
         if rows:
             out += ["β₂ = 0.95 with the L, R EMA factor kept at 0.999 (`--basis-beta 0.999`):", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
+    # Gradient clipping per stage (off in the main runs); "% fewer" with the clip tuned for every method.
+    clips, cmethods = ["0", "0.3", "1", "3"], ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
+    grid = knob_grid(cmethods, clips, lambda m, c: main_data if c == "0" else collect(d, "mlp-clip-%s-%s." % (c, m)))
+    if any(c != "0" for (_, c) in grid):
+        t = psi_table(grid, clips, cmethods, ["adam", "nesterov"],
+                      "% fewer than the best coordinate method, clip tuned", knob="clip")
+        out += ["### Gradient clipping at P = 16 (median iterations; clip 0: off)", "", t, ""]
+        rows = []
+        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
+            row = p16_row([gamma0_label(m)], collect(d, "mlp-clip-1-wp0-%s." % m), m)
+            if row:
+                rows.append(row)
+        if rows:
+            out += ["With prediction from the last step, clip 1:", "",
+                    "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
     # NAdam's look-ahead schedule psi: torch's 0.004 (the runs above) and the mlp-psi-* grid, for the
     # four NAdam methods; "% fewer" against the best coordinate method with psi tuned as well.
     psis = ["0.004", "0.008", "0.016", "0.032", "0.064", "0.128"]

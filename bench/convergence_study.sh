@@ -137,6 +137,16 @@ experiments() {
   for m in rot-cov-bi rot-cov-bi+nesterov; do  # the same with the paper's L, R EMA factor
     echo "mlp-beta2-0.95-basis0.999-$m|$mlp --stages 1,16 --methods $m --beta2 0.95 --basis-beta 0.999"
   done
+  # Gradient clipping to a global norm per stage (off elsewhere; the paper's code clips to 1). A
+  # stage's gradient norm is ~9 at the start and ~1-2 near the target, so 0.3 and 1 bind throughout.
+  for c in 0.3 1 3; do
+    for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
+      echo "mlp-clip-$c-$m|$mlp --stages 1,16 --methods $m --clip $c"
+    done
+  done
+  for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
+    echo "mlp-clip-1-wp0-$m|$mlp --stages 1,16 --methods $m --clip 1 --wp-gamma 0"
+  done
   # NAdam's look-ahead schedule psi (torch's 0.004 elsewhere) on a factor-2 grid, for every NAdam
   # method of the P = 16 comparison: with and without rotation, with and without prediction.
   for p in 0.008 0.016 0.032 0.064 0.128; do
