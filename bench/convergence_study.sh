@@ -147,6 +147,12 @@ experiments() {
   for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
     echo "mlp-clip-1-wp0-$m|$mlp --stages 1,16 --methods $m --clip 1 --wp-gamma 0"
   done
+  # The input covariance's condition number (100 elsewhere): how the picture moves with the problem.
+  for k in 10 1000; do
+    for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
+      echo "mlp-kappa-$k-$m|$mlp --stages 1,16 --kappa $k --methods $m"
+    done
+  done
   # NAdam's look-ahead schedule psi (torch's 0.004 elsewhere) on a factor-2 grid, for every NAdam
   # method of the P = 16 comparison: with and without rotation, with and without prediction.
   for p in 0.008 0.016 0.032 0.064 0.128; do
