@@ -1,4 +1,5 @@
-// Adam / AdamW against torch 1.13 trajectories (tests/data, copied from shared/reference).
+// Adam / AdamW against torch 1.13 trajectories (tests/data, copied from shared/reference); NAdam and
+// SGD against trajectories made with the same torch (tests/data/make_*_reference.py).
 #include "support/catch.hpp"
 #include "support/spaces.hpp"
 
@@ -41,8 +42,9 @@ TEST_CASE("reference problems: closed-form gradients match the stored ones", "[r
   }
 }
 
-// Replays one torch run file free-running (replay_adam or replay_nadam) in precision T and checks
-// every step's parameters and, in double, the final moments.
+// Replays one torch run file free-running (replay_adam, replay_nadam or replay_sgd) in precision T
+// and checks every step's parameters and, in double, the final state the file stores: Adam's and
+// NAdam's step, exp_avg (slot 0) and exp_avg_sq (slot 1), SGD's momentum_buffer (slot 0).
 template <class T, class Space, class Replay>
 void check_free_run(const Space& space, const char* file, Replay replay) {
   CAPTURE(file);
@@ -57,15 +59,21 @@ void check_free_run(const Space& space, const char* file, Replay replay) {
   }
   if constexpr (std::is_same_v<T, double>) {  // final moments too
     const auto& fs = run.json.at("final_state");
+    int compared = 0;
     for (const auto& name : run.param_names) {
-      CHECK(fs.at(name).at("step").get<int>() == run.steps);
-      const auto mref = fs.at(name).at("exp_avg").get<Vec>();
-      const auto vref = fs.at(name).at("exp_avg_sq").get<Vec>();
-      for (std::size_t i = 0; i < mref.size(); ++i) {
-        REQUIRE(std::abs(m.at(name)[i] - mref[i]) <= 1e-12);
-        REQUIRE(std::abs(v.at(name)[i] - vref[i]) <= 1e-12);
+      const auto& f = fs.at(name);
+      if (f.contains("step")) CHECK(f.at("step").get<int>() == run.steps);
+      for (const auto& [key, ours] :
+           {std::pair<const char*, const Named*>{"exp_avg", &m}, {"exp_avg_sq", &v}, {"momentum_buffer", &m}}) {
+        if (!f.contains(key)) continue;
+        CAPTURE(name, key);
+        const auto ref = f.at(key).template get<Vec>();
+        REQUIRE(ours->at(name).size() == ref.size());
+        for (std::size_t i = 0; i < ref.size(); ++i) REQUIRE(std::abs(ours->at(name)[i] - ref[i]) <= 1e-12);
+        ++compared;
       }
     }
+    CHECK(compared > 0);  // the file stores a final state we know
   }
 }
 
@@ -85,6 +93,18 @@ TEMPLATE_LIST_TEST_CASE("NAdam reproduces torch's NAdam (momentum decay, L2)", "
   typename TestType::space space;
   for (const auto* file : {"quad__nadam.json", "quad__nadam_l2.json"})
     check_free_run<T>(space, file, [](auto&&... a) { return replay_nadam<T>(a...); });
+}
+
+// torch.optim.SGD unchanged (tests/data/make_sgd_reference.py): heavy ball with dampening 0.5, and
+// Nesterov momentum with coupled L2 weight decay.
+TEMPLATE_LIST_TEST_CASE("SGD with momentum reproduces torch's SGD (heavy ball, dampening, Nesterov, L2)",
+                        "[reference][momentum]", delayopt::test::all_cases) {
+  using T = typename TestType::value;
+  typename TestType::space space;
+  for (const auto* file : {"quad__sgd_momentum.json", "quad__sgd_nesterov.json"})
+    check_free_run<T>(space, file, [](const auto& s, const Problem& p, const Run& r, Named* m, Named*) {
+      return replay_sgd<T>(s, p, r, m);
+    });
 }
 
 TEST_CASE("NAdam's mu product: torch's running product, and the early stop changes nothing", "[nadam]") {

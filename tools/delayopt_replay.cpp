@@ -11,7 +11,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "Replay an optref-v1 reference trajectory (torch Adam/AdamW/NAdam, or SOAP from its handoff snapshot) "
+      "Replay an optref-v1 reference trajectory (torch Adam/AdamW/NAdam/SGD, or SOAP from its handoff snapshot) "
       "with delayopt and print the max abs deviation per parameter; exits 1 above --tol"};
   std::string problems_file, run_file, dtype = "double";
   double tol = 1e-12;
@@ -45,9 +45,12 @@ int main(int argc, char** argv) {
     } else if (is_nadam_run(run)) {
       dev = dtype == "double" ? replay_nadam<double>(space, problem, run) : replay_nadam<float>(space, problem, run);
       std::printf("%s (%s, %s, %d steps)\n", run.name.c_str(), run.impl.c_str(), dtype.c_str(), run.steps);
+    } else if (is_sgd_run(run)) {
+      dev = dtype == "double" ? replay_sgd<double>(space, problem, run) : replay_sgd<float>(space, problem, run);
+      std::printf("%s (%s, %s, %d steps)\n", run.name.c_str(), run.impl.c_str(), dtype.c_str(), run.steps);
     } else {
       std::cerr << "delayopt_replay: run '" << run.name << "' uses '" << run.impl
-                << "'; delayopt replays torch.optim.Adam / AdamW / NAdam and SOAP runs\n";
+                << "'; delayopt replays torch.optim.Adam / AdamW / NAdam / SGD and SOAP runs\n";
       return 2;
     }
     for (const auto& name : run.param_names)

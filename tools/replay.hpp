@@ -79,6 +79,25 @@ inline NAdam::Config nadam_config(const Run& run) {
   c.moment.momentum_decay = h.value("momentum_decay", 4e-3);
   return c;
 }
+
+inline bool is_sgd_run(const Run& run) { return run.impl.rfind("torch.optim.SGD", 0) == 0; }
+
+/// torch.optim.SGD hyperparameters of a run file (coupled L2 weight decay) as a delayopt::SGD
+/// configuration; validation applies torch's own rule for nesterov.
+inline SGD::Config sgd_config(const Run& run) {
+  const auto& h = run.hyperparams;
+  if (!is_sgd_run(run)) throw invalid_input("run '" + run.name + "': optimizer '" + run.impl + "' is not torch SGD");
+  if (h.value("maximize", false)) throw invalid_input("run '" + run.name + "': maximize is not supported");
+  SGD::Config c;
+  c.schedule.lr = h.at("lr");
+  c.moment.momentum = h.value("momentum", 0.0);
+  c.moment.dampening = h.value("dampening", 0.0);
+  c.moment.nesterov = h.value("nesterov", false);
+  c.moment.weight_decay = h.value("weight_decay", 0.0);
+  c.moment.weight_decay_mode = moment::Momentum::WeightDecay::l2;
+  return c;
+}
+
 inline bool is_soap_run(const Run& run) { return run.json.at("optimizer").contains("soap"); }
 
 /// SOAP constructor arguments of a run file as a delayopt::SOAP configuration.
@@ -218,7 +237,7 @@ Deviation replay_soap(const ExecSpace& space, const Problem& problem, const Run&
 
 /// Runs a coordinate-basis optimizer from a run file's initial parameters for all its steps (free
 /// running: each gradient is taken at delayopt's own parameters) in precision T on ExecSpace.
-/// Optionally returns the final first and second moments by parameter name.
+/// Optionally returns the final first and second moments (slots 0 and 1) by parameter name.
 template <class T, class Opt, class ExecSpace>
 Deviation replay_free(const Opt& opt, const ExecSpace& space, const Problem& problem, const Run& run,
                       Named* final_m = nullptr, Named* final_v = nullptr) {
@@ -233,7 +252,8 @@ Deviation replay_free(const Opt& opt, const ExecSpace& space, const Problem& pro
   }
   for (std::size_t b = 0; b < params.num_blocks(); ++b) {
     if (final_m) (*final_m)[run.param_names[b]] = to_host(state.moments[0], b);
-    if (final_v) (*final_v)[run.param_names[b]] = to_host(state.moments[1], b);
+    if constexpr (Opt::moment_type::slots > 1)
+      if (final_v) (*final_v)[run.param_names[b]] = to_host(state.moments[1], b);
   }
   return dev;
 }
@@ -250,6 +270,12 @@ template <class T, class ExecSpace>
 Deviation replay_nadam(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr,
                        Named* final_v = nullptr) {
   return replay_free<T>(NAdam(nadam_config(run)), space, problem, run, final_m, final_v);
+}
+
+/// A torch.optim.SGD run file, see replay_free; final_m receives the momentum buffer.
+template <class T, class ExecSpace>
+Deviation replay_sgd(const ExecSpace& space, const Problem& problem, const Run& run, Named* final_m = nullptr) {
+  return replay_free<T>(SGD(sgd_config(run)), space, problem, run, final_m);
 }
 
 }  // namespace delayopt::reference

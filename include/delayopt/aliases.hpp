@@ -7,6 +7,7 @@
 #include "delayopt/core/optimizer.hpp"
 #include "delayopt/delay/none.hpp"
 #include "delayopt/moment/adam.hpp"
+#include "delayopt/moment/momentum.hpp"
 #include "delayopt/moment/nadam.hpp"
 
 namespace delayopt {
@@ -15,6 +16,11 @@ namespace delayopt {
 template <class Schedule = schedule::Constant>
 using AdamWith = Optimizer<basis::Identity, moment::Adam, delay::None, Schedule>;
 using Adam = AdamWith<>;
+
+/// SGD with heavy-ball or Nesterov momentum (torch.optim.SGD), coordinate basis, no delay compensation.
+template <class Schedule = schedule::Constant>
+using SGDWith = Optimizer<basis::Identity, moment::Momentum, delay::None, Schedule>;
+using SGD = SGDWith<>;
 
 /// Adam in the Kronecker-factored eigenbasis: SOAP with Ordering::soap, basis rotation with
 /// Ordering::paper. soap_config() gives the published SOAP's defaults.

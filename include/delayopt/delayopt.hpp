@@ -25,6 +25,7 @@
 #include "delayopt/delay/stage_lr_discount.hpp"
 #include "delayopt/delay/weight_prediction.hpp"
 #include "delayopt/moment/adam.hpp"
+#include "delayopt/moment/momentum.hpp"
 #include "delayopt/moment/nadam.hpp"
 #include "delayopt/probe/misalignment.hpp"
 #include "delayopt/schedule/constant.hpp"

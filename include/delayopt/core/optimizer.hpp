@@ -546,6 +546,8 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
   double moment_beta1() const {
     if constexpr (requires { config_.moment.beta1; })
       return config_.moment.beta1;
+    else if constexpr (requires { config_.moment.momentum; })
+      return config_.moment.momentum;
     else
       return 0.9;
   }
