@@ -106,6 +106,17 @@ TEST_CASE("method registry: names build the documented compositions", "[registry
     const auto [g, h] = registry_vs_direct("adam", o, adam);
     CHECK(g != h);
   }
+  SECTION("sgd is heavy-ball momentum 0.9; sgd+<delay policy> adds the policy; sgd has no rotated form") {
+    const auto [a, b] = registry_vs_direct("sgd", o, SGD({.schedule = {.lr = 3e-3}}));
+    CHECK(a == b);
+    const auto [c, d] = registry_vs_direct("sgd", o, Adam({.schedule = {.lr = 3e-3}}));
+    CHECK(c != d);
+    using Opt = Optimizer<basis::Identity, moment::Momentum, delay::DCASGD>;
+    const auto [e, f] = registry_vs_direct("sgd+dcasgd", o, Opt({.delay = {.lambda = 0.5}, .schedule = {.lr = 3e-3}}));
+    CHECK(e == f);
+    Set w({{"w", 2, 2, 2}});
+    CHECK_THROWS_WITH(tools::make_method("sgd+nesterov", o, E(), w), Catch::Contains("unknown method 'sgd+nesterov'"));
+  }
   SECTION("clip is the optimizer's global-norm clipping, in the coordinates and in the rotated basis") {
     const tools::MethodOptions m{.lr = 3e-3, .refresh_every = 2, .clip = 0.1};  // below every gradient's norm
     const auto adam = Adam({.schedule = {.lr = 3e-3}, .clip_global_norm = 0.1});

@@ -16,6 +16,7 @@ using delayopt::test::host_values;
 namespace {
 
 using WD = moment::Momentum::WeightDecay;
+static_assert(MomentPolicy<moment::Momentum>);
 
 std::string error_of(const moment::Momentum::Hyper& h) {
   try {

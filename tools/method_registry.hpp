@@ -4,7 +4,8 @@
 ///
 /// A name is `<base>` or `<base>+<compensation>`:
 ///  - coordinate-basis baselines: adam, pipedream-lr, nesterov (NAdam, beta1 = 0.99), dcasgd,
-///    weight-pred, nag (Adam under delay::Nesterov's weight-space look-ahead);
+///    weight-pred, nag (Adam under delay::Nesterov's weight-space look-ahead), sgd (heavy-ball
+///    momentum 0.9, PipeDream's optimizer) and sgd+<delay policy>;
 ///  - rotated bases: rot-cov-bi (the paper's default: covariance eigenbasis, both sides),
 ///    rot-cov-uni, rot-mom-bi, rot-mom-uni (momentum singular vectors), full-eigen (small blocks),
 ///    soap (SOAP's published ordering and defaults);
@@ -83,6 +84,7 @@ inline const std::vector<MethodInfo>& method_table() {
       {"dcasgd", "Adam on the DC-ASGD-corrected gradient g + lambda g*g*(w_now - w_stale) (Zheng et al. 2017)"},
       {"weight-pred", "Adam; the gradient is taken at weights predicted tau steps ahead (PipeMare)"},
       {"nag", "Adam under the weight-space look-ahead w+ = w + gamma d + (1 - gamma) Delta (delay::Nesterov)"},
+      {"sgd", "SGD with heavy-ball momentum 0.9 (torch.optim.SGD; PipeDream's optimizer); rotation-equivariant"},
       {"rot-cov-bi", "Adam in the eigenbasis of L = EMA(G G^T) and R = EMA(G^T G) (paper ordering)"},
       {"rot-cov-uni", "Adam in the eigenbasis of the smaller-side covariance factor only"},
       {"rot-mom-bi", "Adam in the singular vectors of the first moment, both sides"},
@@ -122,6 +124,7 @@ inline std::string method_names() {
   }
   out += "; and <rotated base>+<compensation> with compensation one of " + compensation_list(true);
   out += "; and nesterov+<c>, <rotated base>+nesterov+<c> with c one of " + compensation_list(false);
+  out += "; and sgd+<c> with c one of " + compensation_list(false);
   return out;
 }
 
@@ -213,8 +216,9 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
     }
     if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
   }
-  // After the SOAP defaults, which replace Adam's whole moment config.
-  if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
+  // After the SOAP defaults, which replace Adam's whole moment config. (SGD has no beta2.)
+  if constexpr (requires { c.moment.beta2; })
+    if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
   return AnyMethod<T, Space>(Opt(c), space, params);
 }
 
@@ -274,6 +278,9 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
     return detail::with_compensation<basis::Identity>(base, id, o, space, params);
   if (base == "nesterov" && is_delay_policy(comp))  // NAdam with a delay policy, coordinate basis
     return detail::with_compensation<basis::Identity>(name, id, o, space, params);
+  // SGD is rotation-equivariant, so it has no rotated form; it takes the delay policies.
+  if (base == "sgd" && (comp.empty() || is_delay_policy(comp)))
+    return detail::with_delay<basis::Identity, moment::Momentum>(comp, id, o, space, params, false);
   if (base == "full-eigen")
     return detail::with_compensation<basis::FullEigen>(
         comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every, .beta = o.basis_beta}, o, space,
