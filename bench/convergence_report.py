@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 
-COORD = ["adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred", "nesterov+weight-pred"]
+COORD = ["adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred", "nesterov+weight-pred", "sgd", "sgd+weight-pred"]
 
 
 def load(d, name):
@@ -498,6 +498,13 @@ def main():
         if rows:
             out += ["β₂ = 0.95 with the L, R EMA factor kept at 0.999 (`--basis-beta 0.999`):", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
+    # SGD with momentum (PipeDream's optimizer) against the main runs' best coordinate method.
+    rows = [r for r in (p16_row([m], collect(d, "mlp-sgd-%s." % m), m) for m in ["sgd", "sgd+weight-pred"]) if r]
+    if rows:
+        best16 = min(median(main_data[(m, 16)]) for m in COORD if (m, 16) in main_data)
+        out += ["### SGD with momentum at P = 16 (median iterations; the main runs' best coordinate method: %s)"
+                % fmt(best16), "", "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
+                "|---|---|---|---|---|"] + rows + [""]
     # Gradient clipping per stage (off in the main runs); "% fewer" with the clip tuned for every method.
     clips, cmethods = ["0", "0.3", "1", "3"], ["adam", "nesterov", "rot-cov-bi", "rot-cov-bi+nesterov"]
     grid = knob_grid(cmethods, clips, lambda m, c: main_data if c == "0" else collect(d, "mlp-clip-%s-%s." % (c, m)))

@@ -137,6 +137,8 @@ experiments() {
   for m in rot-cov-bi rot-cov-bi+nesterov; do  # the same with the paper's L, R EMA factor
     echo "mlp-beta2-0.95-basis0.999-$m|$mlp --stages 1,16 --methods $m --beta2 0.95 --basis-beta 0.999"
   done
+  # SGD with heavy-ball momentum 0.9 (PipeDream's optimizer), alone and with weight prediction.
+  for m in sgd sgd+weight-pred; do echo "mlp-sgd-$m|$mlp --stages 1,16 --methods $m"; done
   # Gradient clipping to a global norm per stage (off elsewhere; the paper's code clips to 1). A
   # stage's gradient norm is ~9 at the start and ~1-2 near the target, so 0.3 and 1 bind throughout.
   for c in 0.3 1 3; do
