@@ -520,6 +520,21 @@ def main():
         if rows:
             out += ["With prediction from the last step, clip 1:", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
+    # Clip and beta2 tuned jointly, for NAdam and the best combination (NAdam in the basis with
+    # prediction from the last step); "clip/beta2" labels the grid's points.
+    joint = {("nesterov", "0/0.999"): main_data,
+             ("nesterov", "0/0.99"): collect(d, "mlp-beta2-0.99-nesterov."),
+             ("nesterov", "0/0.95"): collect(d, "mlp-beta2-0.95-nesterov."),
+             ("nesterov", "1/0.999"): collect(d, "mlp-clip-1-nesterov."),
+             ("rot-cov-bi+nesterov+weight-pred", "0/0.999"): collect(d, "mlp-wp0-rot-cov-bi+nesterov+weight-pred."),
+             ("rot-cov-bi+nesterov+weight-pred", "1/0.999"): collect(d, "mlp-clip-1-wp0-rot-cov-bi+nesterov+weight-pred.")}
+    points = ["0/0.999", "0/0.99", "0/0.95", "1/0.999", "1/0.99", "1/0.95"]
+    jmethods = ["nesterov", "rot-cov-bi+nesterov+weight-pred"]
+    grid = knob_grid(jmethods, points, lambda m, p: joint.get((m, p)) or collect(
+        d, "mlp-clipbeta2-%s-%s-%s." % (p.split("/")[0], p.split("/")[1], m)), need_p1=True)
+    if any(p.endswith(("0.99", "0.95")) for (m, p) in grid if m != "nesterov"):
+        t = psi_table(grid, points, jmethods, ["nesterov"], "% fewer than NAdam, both tuned", knob="clip/β₂")
+        out += ["### Clip and beta2 tuned together at P = 16 (median iterations; γ = 0 for the prediction)", "", t, ""]
     # The input covariance's condition number kappa (100 in the main runs): the problem, not a knob, so
     # every method is compared with the best coordinate method at the same kappa.
     rows = []

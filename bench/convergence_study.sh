@@ -149,6 +149,14 @@ experiments() {
   for m in nesterov+weight-pred rot-cov-bi+nesterov+weight-pred; do
     echo "mlp-clip-1-wp0-$m|$mlp --stages 1,16 --methods $m --clip 1 --wp-gamma 0"
   done
+  # Clip and beta2 together, for NAdam and the best combination (prediction from the last step;
+  # --wp-gamma only acts on the latter).
+  for b in 0.99 0.95; do
+    echo "mlp-clipbeta2-1-$b-nesterov|$mlp --stages 1,16 --wp-gamma 0 --methods nesterov --clip 1 --beta2 $b"
+    for c in 0 1; do
+      echo "mlp-clipbeta2-$c-$b-rot-cov-bi+nesterov+weight-pred|$mlp --stages 1,16 --wp-gamma 0 --methods rot-cov-bi+nesterov+weight-pred --clip $c --beta2 $b"
+    done
+  done
   # The input covariance's condition number (100 elsewhere): how the picture moves with the problem.
   for k in 10 1000; do
     for m in adam nesterov rot-cov-bi rot-cov-bi+nesterov; do
