@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 using namespace delayopt;
@@ -27,20 +28,23 @@ std::string error_of(const moment::Momentum::Hyper& h) {
   return "";
 }
 
-// Two steps of `opt` on one scalar p0 = 1 with gradients 2 and -1: the parameter after each.
+// Two steps of `opt` on one scalar p0 = 1 with gradients g1 then g2: the parameter after each;
+// `skipped` receives the state's count of skipped steps.
 template <class Opt>
-std::pair<double, double> two_steps(const Opt& opt, double g2 = -1.0) {
+std::pair<double, double> two_steps(const Opt& opt, double g2 = -1.0, double g1 = 2.0,
+                                    std::int64_t* skipped = nullptr) {
   using E = Kokkos::Serial;
   const E space;
   ParamSet<double, E> p({{"w", 1, 1}});
   ParamSet<double, E> g = ParamSet<double, E>::zeros_like(p);
   delayopt::test::set_value(space, p, 0, 0, 1.0);
   auto state = opt.init(space, p);
-  delayopt::test::set_value(space, g, 0, 0, 2.0);
+  delayopt::test::set_value(space, g, 0, 0, g1);
   opt.update(space, p, g, state);
   const double p1 = host_values(p)[0];
   delayopt::test::set_value(space, g, 0, 0, g2);
   opt.update(space, p, g, state);
+  if (skipped) *skipped = Opt::skipped_steps(state);
   return {p1, host_values(p)[0]};
 }
 
@@ -89,22 +93,14 @@ TEST_CASE("Momentum: every form on a hand-computed two-step case", "[momentum]")
   }
   SECTION("a skipped first step (non-finite gradient) leaves the buffer to start at the next gradient") {
     // Step 1 skipped; step 2 is the first applied: b = 2, not 0.75 * 2 (dampened).
-    const auto [p1, p2] =
-        two_steps(SGD({.moment = {.momentum = 0.5, .dampening = 0.25}, .schedule = {.lr = 0.1}}), 2.0);
-    CHECK(p1 == Approx(0.8).epsilon(1e-15));  // unskipped reference for the same first step
-    using E = Kokkos::Serial;
-    const E space;
     const SGD opt({.moment = {.momentum = 0.5, .dampening = 0.25}, .schedule = {.lr = 0.1}});
-    ParamSet<double, E> p({{"w", 1, 1}});
-    auto g = ParamSet<double, E>::zeros_like(p);
-    delayopt::test::set_value(space, p, 0, 0, 1.0);
-    auto state = opt.init(space, p);
-    delayopt::test::set_value(space, g, 0, 0, std::nan(""));
-    opt.update(space, p, g, state);
-    delayopt::test::set_value(space, g, 0, 0, 2.0);
-    opt.update(space, p, g, state);
-    CHECK(SGD::skipped_steps(state) == 1);
-    CHECK(host_values(p)[0] == Approx(0.8).epsilon(1e-15));
+    const auto [p1, p2] = two_steps(opt, 2.0);
+    CHECK(p1 == Approx(0.8).epsilon(1e-15));  // unskipped reference for the same first step
+    std::int64_t skipped = 0;
+    const auto [q1, q2] = two_steps(opt, 2.0, std::nan(""), &skipped);
+    CHECK(skipped == 1);
+    CHECK(q1 == 1.0);
+    CHECK(q2 == Approx(0.8).epsilon(1e-15));
     CHECK(p2 == Approx(0.8 - 0.1 * (0.5 * 2 + 0.75 * 2)).epsilon(1e-15));  // the unskipped second step
   }
 }
