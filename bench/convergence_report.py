@@ -531,7 +531,7 @@ def main():
     points = ["0/0.999", "0/0.99", "0/0.95", "1/0.999", "1/0.99", "1/0.95"]
     jmethods = ["nesterov", "rot-cov-bi+nesterov+weight-pred"]
     grid = knob_grid(jmethods, points, lambda m, p: joint.get((m, p)) or collect(
-        d, "mlp-clipbeta2-%s-%s-%s." % (p.split("/")[0], p.split("/")[1], m)), need_p1=True)
+        d, "mlp-clipbeta2-%s-%s-%s." % (*p.split("/"), m)), need_p1=True)
     if any(p.endswith(("0.99", "0.95")) for (m, p) in grid if m != "nesterov"):
         t = psi_table(grid, points, jmethods, ["nesterov"], "% fewer than NAdam, both tuned", knob="clip/β₂")
         out += ["### Clip and beta2 tuned together at P = 16 (median iterations; γ = 0 for the prediction)", "", t, ""]
