@@ -661,13 +661,35 @@ int main(int argc, char* argv[]) {
   std::sort(lrs.begin(), lrs.end());
 
   Kokkos::ScopeGuard guard(argc, argv);
-  // Validate every name before any run, so a typo does not surface an hour in.
+  // Validate every name before any run, so a typo does not surface an hour in; and reject an option
+  // that none of the methods reads, which would otherwise do nothing without a word.
+  using delayopt::tools::MethodReads;
+  MethodReads reads;
+  std::string method_list;
   for (const auto& m : methods) try {
       Set probe_set({{"W", 2, 2, 2}});
-      delayopt::tools::make_method(m, mo, E(), probe_set);
+      reads |= delayopt::tools::make_method(m, mo, E(), probe_set).reads();
+      method_list += (method_list.empty() ? "" : ",") + m;
     } catch (const std::exception& e) {
       return usage_error(e.what());
     }
+  const std::pair<const char*, bool MethodReads::*> method_options[] = {
+      {"--anneal-steps", &MethodReads::anneal_steps},
+      {"--refresh-every", &MethodReads::refresh},
+      {"--basis-beta", &MethodReads::basis_beta},
+      {"--refresh-budget", &MethodReads::refresh_budget},
+      {"--stage-momentum", &MethodReads::nadam},
+      {"--nadam-beta1", &MethodReads::nadam},
+      {"--nadam-momentum-decay", &MethodReads::nadam},
+      {"--adam-beta1", &MethodReads::adam_beta1},
+      {"--beta2", &MethodReads::beta2},
+      {"--dcasgd-lambda", &MethodReads::dcasgd_lambda},
+      {"--wp-gamma", &MethodReads::wp_gamma},
+      {"--nag-gamma", &MethodReads::nag_gamma}};
+  for (const auto& [flag, field] : method_options)
+    if (app.count(flag) > 0 && !(reads.*field))
+      return usage_error(std::string(flag) + " does nothing for --methods " + method_list + ": it applies to " +
+                         delayopt::tools::methods_reading(field));
 
   nlohmann::json records = nlohmann::json::array(), probes = nlohmann::json::array();
   const char* delay_key = is_mlp ? "stages" : "tau";

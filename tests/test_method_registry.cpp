@@ -6,7 +6,9 @@
 #include <method_registry.hpp>
 
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 
 using namespace delayopt;
 using delayopt::test::host_values;
@@ -233,4 +235,67 @@ TEST_CASE("method registry: unknown names list the known ones", "[registry]") {
       CHECK(what.find("weight-pred") != std::string::npos);
     }
   }
+}
+
+// reads() is what the tools use to reject an option that no named method acts on, so it is checked
+// against behaviour: a knob changes a method's steps (or predictions) exactly when reads() says the
+// method reads it.
+TEST_CASE("method registry: reads() names exactly the options that change a method", "[registry]") {
+  const E space;
+  Set initial(delayopt::test::small_shapes());
+  delayopt::test::fill_random(space, initial, 11);
+  const auto run = [&](const std::string& name, const tools::MethodOptions& o) {
+    auto p = initial.clone(space), stale = initial.clone(space), g = Set::zeros_like(initial);
+    auto method = tools::make_method(name, o, space, p);
+    // 8 steps: SOAP's ordering refreshes after its step, so a refresh at step 4 shows from step 5 on.
+    for (unsigned t = 0; t < 8; ++t) {
+      delayopt::test::fill_random(space, g, 200 + t);
+      method.step(space, p, g, {.tau = 2}, &stale);
+    }
+    auto out = host_values(p);
+    if (method.predicts()) {
+      auto ahead = Set::zeros_like(initial);
+      method.predict(space, p, 2, ahead);
+      space.fence();
+      const auto v = host_values(ahead);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return std::pair{out, method.reads()};
+  };
+  using R = tools::MethodReads;
+  using O = tools::MethodOptions;
+  const std::vector<std::tuple<const char*, bool R::*, void (*)(O&)>> knobs{
+      {"anneal_steps", &R::anneal_steps, [](O& o) { o.anneal_steps = 2; }},
+      {"refresh_every", &R::refresh, [](O& o) { o.refresh_every = 1; }},
+      {"basis_beta", &R::basis_beta, [](O& o) { o.basis_beta = 0.5; }},
+      {"refreshes_per_window", &R::refresh_budget,
+       [](O& o) {
+         o.refresh_window = 4;
+         o.refreshes_per_window = 1;
+       }},
+      {"nadam_beta1", &R::nadam, [](O& o) { o.nadam_beta1 = 0.5; }},
+      {"nadam_momentum_decay", &R::nadam, [](O& o) { o.nadam_momentum_decay = 0.5; }},
+      {"adam_beta1", &R::adam_beta1, [](O& o) { o.adam_beta1 = 0.5; }},
+      {"beta2", &R::beta2, [](O& o) { o.beta2 = 0.5; }},
+      {"dcasgd_lambda", &R::dcasgd_lambda, [](O& o) { o.dcasgd_lambda = 50; }},
+      {"wp_gamma", &R::wp_gamma, [](O& o) { o.wp_gamma = 0.1; }},
+      {"nag_gamma", &R::nag_gamma, [](O& o) { o.nag_gamma = 0.3; }}};
+  int read = 0, unread = 0;
+  for (const char* name : {"adam", "pipedream-lr", "nesterov", "dcasgd", "weight-pred", "nag", "sgd", "sgd+dcasgd",
+                           "rot-cov-bi", "rot-mom-uni", "full-eigen", "soap", "rot-cov-bi+nesterov+weight-pred",
+                           "nesterov+pipedream-lr", "rot-cov-uni+nag"}) {
+    const O base{.lr = 3e-3};
+    const auto [reference, reads] = run(name, base);
+    for (const auto& [knob, field, change] : knobs) {
+      INFO(name << ", " << knob);
+      O o = base;
+      change(o);
+      const bool changed = run(name, o).first != reference;
+      CHECK(changed == reads.*field);
+      ++(changed ? read : unread);
+    }
+  }
+  // Both outcomes occur, so neither half of the check is vacuous.
+  CHECK(read > 10);
+  CHECK(unread > 10);
 }

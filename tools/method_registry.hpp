@@ -70,6 +70,52 @@ struct MethodOptions {
   double clip = 0.0;
 };
 
+/// Which of MethodOptions' method-specific fields a composed method reads (lr and clip: all of
+/// them). Tools use it to reject an option that none of the named methods would act on.
+struct MethodReads {
+  bool anneal_steps = false;    // delay::StageLRDiscount
+  bool refresh = false;         // refresh_every: a rotated basis
+  bool refresh_budget = false;  // refresh_window, refreshes_per_window: basis::KroneckerEigen
+  bool basis_beta = false;      // a rotated basis estimated from the covariance factors
+  bool nadam = false;           // nadam_beta1, nadam_momentum_decay: moment::NAdam
+  bool adam_beta1 = false;      // moment::Adam
+  bool beta2 = false;           // moment::Adam and moment::NAdam
+  bool dcasgd_lambda = false;   // delay::DCASGD
+  bool wp_gamma = false;        // delay::WeightPrediction
+  bool nag_gamma = false;       // delay::Nesterov
+  MethodReads& operator|=(const MethodReads& o) {
+    anneal_steps |= o.anneal_steps;
+    refresh |= o.refresh;
+    refresh_budget |= o.refresh_budget;
+    basis_beta |= o.basis_beta;
+    nadam |= o.nadam;
+    adam_beta1 |= o.adam_beta1;
+    beta2 |= o.beta2;
+    dcasgd_lambda |= o.dcasgd_lambda;
+    wp_gamma |= o.wp_gamma;
+    nag_gamma |= o.nag_gamma;
+    return *this;
+  }
+};
+
+/// The methods that read a MethodReads field, for a tool's message about an unused option.
+inline const char* methods_reading(bool MethodReads::*field) {
+  if (field == &MethodReads::anneal_steps) return "pipedream-lr and <base>+pipedream-lr";
+  if (field == &MethodReads::refresh)
+    return "the rotated bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, full-eigen, soap)";
+  if (field == &MethodReads::refresh_budget)
+    return "the Kronecker-factored bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, soap; not full-eigen)";
+  if (field == &MethodReads::basis_beta)
+    return "the covariance bases (rot-cov-bi, rot-cov-uni, full-eigen, soap; rot-mom-* have no L, R)";
+  if (field == &MethodReads::nadam) return "the NAdam methods (nesterov, nesterov+<c>, <rotated base>+nesterov[+<c>])";
+  if (field == &MethodReads::adam_beta1) return "the Adam methods (all but sgd and the NAdam methods)";
+  if (field == &MethodReads::beta2) return "the Adam and NAdam methods (all but sgd)";
+  if (field == &MethodReads::dcasgd_lambda) return "dcasgd and <base>+dcasgd";
+  if (field == &MethodReads::wp_gamma) return "weight-pred and <base>+weight-pred";
+  if (field == &MethodReads::nag_gamma) return "nag and <base>+nag";
+  return "no method";
+}
+
 struct MethodInfo {
   const char* name;
   const char* description;
@@ -135,9 +181,10 @@ class AnyMethod {
  public:
   using Params = ParamSet<T, Space>;
 
+  /// `reads`: which method-specific options built `opt` (make_method fills it in).
   template <class Opt>
-  AnyMethod(const Opt& opt, const Space& space, const Params& params)
-      : impl_(std::make_unique<Holder<Opt>>(opt, opt.init(space, params))) {}
+  AnyMethod(const Opt& opt, const Space& space, const Params& params, const MethodReads& reads = {})
+      : impl_(std::make_unique<Holder<Opt>>(opt, opt.init(space, params))), reads_(reads) {}
 
   /// `stale`: the weights the gradient was taken at (DC-ASGD needs them; others ignore them).
   void step(const Space& space, Params& params, const Params& grads, const StepContext& ctx,
@@ -154,6 +201,8 @@ class AnyMethod {
   }
   std::size_t state_bytes() const { return impl_->state_bytes(); }
   std::int64_t skipped_steps() const { return impl_->skipped_steps(); }
+  /// The MethodOptions fields this method was built from.
+  const MethodReads& reads() const { return reads_; }
 
  private:
   struct Base {
@@ -187,6 +236,7 @@ class AnyMethod {
     State state;
   };
   std::unique_ptr<Base> impl_;
+  MethodReads reads_;
 };
 
 namespace detail {
@@ -196,16 +246,39 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
                             const ParamSet<T, Space>& params, bool soap_defaults) {
   using Opt = Optimizer<Basis, Moment, Delay>;
   typename Opt::Config c;
+  // Each field read below is marked in `r` where it is read, so reads() cannot drift from the wiring.
+  MethodReads r;
   c.basis = basis;
+  // make_method built `basis` from the refresh fields and basis_beta; a momentum-source basis keeps
+  // no covariance factors, so it has no use for the latter.
+  if constexpr (!Basis::is_identity) {
+    r.refresh = true;
+    r.basis_beta = true;
+    if constexpr (requires { basis.source; }) r.basis_beta = basis.source == basis::Source::covariance;
+    r.refresh_budget = requires { basis.refresh_window; };
+  }
   c.schedule.lr = o.lr;
   c.clip_global_norm = o.clip;
-  if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) c.delay.anneal_steps = o.anneal_steps;
-  if constexpr (std::is_same_v<Delay, delay::DCASGD>) c.delay.lambda = o.dcasgd_lambda;
-  if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) c.delay.gamma = o.wp_gamma;
-  if constexpr (std::is_same_v<Delay, delay::Nesterov>) c.delay.gamma = o.nag_gamma;
+  if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) {
+    c.delay.anneal_steps = o.anneal_steps;
+    r.anneal_steps = true;
+  }
+  if constexpr (std::is_same_v<Delay, delay::DCASGD>) {
+    c.delay.lambda = o.dcasgd_lambda;
+    r.dcasgd_lambda = true;
+  }
+  if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) {
+    c.delay.gamma = o.wp_gamma;
+    r.wp_gamma = true;
+  }
+  if constexpr (std::is_same_v<Delay, delay::Nesterov>) {
+    c.delay.gamma = o.nag_gamma;
+    r.nag_gamma = true;
+  }
   if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
     if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
+    r.nadam = true;
   }
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
@@ -215,11 +288,14 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
       c.moment = s.moment;
     }
     if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
+    r.adam_beta1 = true;
   }
   // After the SOAP defaults, which replace Adam's whole moment config. (SGD has no beta2.)
-  if constexpr (requires { c.moment.beta2; })
+  if constexpr (requires { c.moment.beta2; }) {
     if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
-  return AnyMethod<T, Space>(Opt(c), space, params);
+    r.beta2 = true;
+  }
+  return AnyMethod<T, Space>(Opt(c), space, params, r);
 }
 
 template <class Basis, class Moment, class T, class Space>
