@@ -20,6 +20,7 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if !defined(KOKKOS_ENABLE_SERIAL)
@@ -82,6 +83,9 @@ struct RunOptions {
   std::int64_t progress_every = 0;
   std::string json;
   std::string inject_failure;  ///< "STAGE:MICROBATCH"
+  /// The method options given on the command line (--lr-horizon, ...): make_runner() rejects one
+  /// that --method does not read.
+  std::vector<std::string> method_flags;
 
   DataKind data_kind() const { return data ? *data : (model == ModelKind::charlm ? DataKind::text : DataKind::digits); }
   bool use_layer_norm() const { return layer_norm ? *layer_norm : model == ModelKind::charlm; }
@@ -96,8 +100,22 @@ inline const char* name(DataKind d) {
   return d == DataKind::digits ? "digits" : d == DataKind::text ? "text" : "synthetic";
 }
 
+/// The method options and the registry field that says whether a method reads each.
+inline const std::vector<std::pair<std::string, bool delayopt::tools::MethodReads::*>>& method_option_fields() {
+  using R = delayopt::tools::MethodReads;
+  static const std::vector<std::pair<std::string, bool R::*>> table{{"--lr-horizon", &R::anneal_steps},
+                                                                    {"--dcasgd-lambda", &R::dcasgd_lambda},
+                                                                    {"--wp-gamma", &R::wp_gamma},
+                                                                    {"--nag-gamma", &R::nag_gamma}};
+  return table;
+}
+
 /// Registers the command-line options on `app`.
 inline void add_options(CLI::App& app, RunOptions& o) {
+  // Records a method option as given, for make_runner()'s check.
+  const auto given = [&o](std::string flag) {
+    return [&o, flag = std::move(flag)](const std::string&) { o.method_flags.push_back(flag); };
+  };
   app.add_option("--transport", o.transport, "threads (one process) or mpi (one rank per stage, run under mpirun)")
       ->check(CLI::IsMember({"threads", "mpi"}))
       ->capture_default_str();
@@ -112,18 +130,22 @@ inline void add_options(CLI::App& app, RunOptions& o) {
   app.add_option("--method", o.method, "optimizer: " + method_names())->capture_default_str();
   app.add_option("--lr", o.lr, "learning rate (default: the method's)")->check(CLI::NonNegativeNumber);
   app.add_option("--lr-horizon", o.horizon, "PipeDream-LR horizon T in steps (default: --steps)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->each(given("--lr-horizon"));
   app.add_option("--dcasgd-lambda", o.dcasgd_lambda, "DC-ASGD's lambda (dcasgd, <base>+dcasgd)")
       ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each(given("--dcasgd-lambda"));
   app.add_option("--wp-gamma", o.wp_gamma,
                  "weight prediction's EMA factor of the weight velocity, in [0, 1) (weight-pred, <base>+weight-pred)")
       ->check(CLI::Range(0.0, 0.9999))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each(given("--wp-gamma"));
   app.add_option("--nag-gamma", o.nag_gamma,
                  "delay::Nesterov's look-ahead momentum, in [0, 1) (nag, <base>+nag, <base>+nesterov+nag)")
       ->check(CLI::Range(0.0, 0.9999))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each(given("--nag-gamma"));
   app.add_option("--clip", o.clip, "clip each stage's gradient to this global L2 norm before its update (0: off)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -236,6 +258,11 @@ inline MethodOptions method_options(const RunOptions& o) {
 inline Runner make_runner(const RunOptions& o, const MlpSpec& spec, std::shared_ptr<const Dataset> data, int i) {
   Stage stage(spec, i, o.stages, std::move(data));
   auto opt = make_method<Real, Space>(o.method, method_options(o), Space(), stage.params());
+  // An option the method does not read would change nothing: say so rather than run without it.
+  for (const auto& [flag, field] : method_option_fields())
+    if (std::find(o.method_flags.begin(), o.method_flags.end(), flag) != o.method_flags.end() && !(opt.reads().*field))
+      throw std::invalid_argument(flag + " does nothing for --method " + o.method + ": it applies to " +
+                                  delayopt::tools::methods_reading(field));
   return Runner(make_config(o), std::move(stage), std::move(opt));
 }
 

@@ -498,6 +498,22 @@ TEST_CASE("bad configurations are rejected with a clear message", "[pipeline]") 
   const auto spec = make_spec(m, *data);
   CHECK_THROWS_WITH(make_runner(m, spec, data, 0), CONTAINS("unknown method 'adamw-typo'"));
   CHECK_THROWS_WITH(make_runner(small_options(2, "adam+pipedream-lr"), spec, data, 0), CONTAINS("unknown method"));
+
+  // A method option given on the command line that --method does not read is rejected by name.
+  CLI::App app;
+  RunOptions parsed;
+  add_options(app, parsed);
+  app.parse("--method adam --wp-gamma 0.5 --lr-horizon 10", false);
+  CHECK(parsed.method_flags.size() == 2);
+  RunOptions w = small_options(2, "adam");
+  w.method_flags = parsed.method_flags;
+  CHECK_THROWS_WITH(make_runner(w, spec, data, 0), CONTAINS("does nothing for --method adam: it applies to"));
+  w.method = "rot-cov-bi+weight-pred";
+  CHECK_THROWS_WITH(make_runner(w, spec, data, 0),
+                    CONTAINS("--lr-horizon does nothing for --method rot-cov-bi+weight-pred: it applies to "
+                             "pipedream-lr and <base>+pipedream-lr"));
+  w.method_flags = {"--wp-gamma"};
+  CHECK_NOTHROW(make_runner(w, spec, data, 0));
 }
 
 TEST_CASE("methods: the registry's names, the pipeline's default rates, PipeDream-LR's horizon", "[pipeline]") {
