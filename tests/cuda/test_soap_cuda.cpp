@@ -310,3 +310,33 @@ TEMPLATE_TEST_CASE("CUDA NAdam and delay policies match the host", "[cuda][delay
   check("rotated Adam + weight prediction",
         host_vs_cuda_delayed<T>(RotWP({.basis = every5, .schedule = {.lr = 1e-3}}), square, 25, 3), rot_tol);
 }
+
+// moment::Momentum (torch.optim.SGD) heavy ball with dampening and L2 weight decay, and its Nesterov
+// form, in the coordinate basis and inside the eigenbasis (its buffer is a linear slot, rotated on
+// each refresh), with tau = 3: the device kernels must follow the host's.
+TEMPLATE_TEST_CASE("CUDA SGD momentum matches the host", "[cuda][momentum][delay]", float, double) {
+  using T = TestType;
+  constexpr bool dbl = std::is_same_v<T, double>;
+  const char* type = dbl ? "double" : "float";
+  const std::vector<BlockShape> flat{{"W", 2, 64, 128}, {"b", 1, 1000}};
+  const std::vector<BlockShape> square{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
+  const auto check = [&](const char* what, double worst, double tol) {
+    std::printf("%s %s, tau = 3: max |host - cuda| = %.3e\n", type, what, worst);
+    CHECK(worst <= tol);
+  };
+  const moment::Momentum::Hyper heavy{.momentum = 0.9, .dampening = 0.5, .weight_decay = 1e-2};
+  const moment::Momentum::Hyper nesterov{.momentum = 0.9, .nesterov = true, .weight_decay = 1e-2};
+  const double tol = dbl ? 1e-12 : 1e-5;
+  check("SGD heavy ball", host_vs_cuda_delayed<T>(SGD({.moment = heavy, .schedule = {.lr = 1e-2}}), flat, 20, 3), tol);
+  check("SGD Nesterov", host_vs_cuda_delayed<T>(SGD({.moment = nesterov, .schedule = {.lr = 1e-2}}), flat, 20, 3), tol);
+  // Rotated: square blocks (full-rank first factors, see above), refresh every 5, lr 1e-3.
+  using RotSGD = Optimizer<basis::KroneckerEigen, moment::Momentum, delay::None>;
+  const double rot_tol = dbl ? 1e-10 : 1e-3;
+  const basis::KroneckerEigen::Hyper every5{.refresh_every = 5};
+  check("rotated SGD heavy ball",
+        host_vs_cuda_delayed<T>(RotSGD({.basis = every5, .moment = heavy, .schedule = {.lr = 1e-3}}), square, 25, 3),
+        rot_tol);
+  check("rotated SGD Nesterov",
+        host_vs_cuda_delayed<T>(RotSGD({.basis = every5, .moment = nesterov, .schedule = {.lr = 1e-3}}), square, 25, 3),
+        rot_tol);
+}
