@@ -677,7 +677,7 @@ int main(int argc, char* argv[]) {
       {"--anneal-steps", &MethodReads::anneal_steps},
       {"--refresh-every", &MethodReads::refresh},
       {"--basis-beta", &MethodReads::basis_beta},
-      {"--refresh-budget", &MethodReads::refresh_budget},
+      {"--refresh-budget", &MethodReads::refresh},
       {"--stage-momentum", &MethodReads::nadam},
       {"--nadam-beta1", &MethodReads::nadam},
       {"--nadam-momentum-decay", &MethodReads::nadam},

@@ -247,6 +247,19 @@ TEST_CASE("stage-aware refresh: the split spends exactly the budget, and a basis
   }
   space.fence();
   CHECK(st.basis.refreshes == 21);
+  // The full eigenbasis takes the same schedule.
+  using FullAdam = Optimizer<basis::FullEigen, moment::Adam, delay::None>;
+  const FullAdam full({.basis = {.ordering = basis::Ordering::paper, .refresh_window = 40, .refreshes_per_window = 7},
+                       .schedule = {.lr = 1e-3}});
+  auto fst = full.init(space, p);
+  for (unsigned t = 0; t < 120; ++t) {
+    delayopt::test::fill_random(space, g, 900 + t);
+    full.update(space, p, g, fst);
+  }
+  space.fence();
+  CHECK(fst.basis.refreshes == 21);
+  CHECK_THROWS_WITH(FullAdam({.basis = {.refresh_window = 5, .refreshes_per_window = 6}}),
+                    Catch::Contains("refreshes_per_window = 6 is outside [0, 5]"));
   CHECK_THROWS_WITH(SOAP({.basis = {.refresh_window = 10, .refreshes_per_window = 11}}),
                     Catch::Contains("refreshes_per_window = 11 is outside [0, 10]"));
 }

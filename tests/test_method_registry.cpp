@@ -268,7 +268,7 @@ TEST_CASE("method registry: reads() names exactly the options that change a meth
       {"anneal_steps", &R::anneal_steps, [](O& o) { o.anneal_steps = 2; }},
       {"refresh_every", &R::refresh, [](O& o) { o.refresh_every = 1; }},
       {"basis_beta", &R::basis_beta, [](O& o) { o.basis_beta = 0.5; }},
-      {"refreshes_per_window", &R::refresh_budget,
+      {"refreshes_per_window", &R::refresh,
        [](O& o) {
          o.refresh_window = 4;
          o.refreshes_per_window = 1;

@@ -73,20 +73,18 @@ struct MethodOptions {
 /// Which of MethodOptions' method-specific fields a composed method reads (lr and clip: all of
 /// them). Tools use it to reject an option that none of the named methods would act on.
 struct MethodReads {
-  bool anneal_steps = false;    // delay::StageLRDiscount
-  bool refresh = false;         // refresh_every: a rotated basis
-  bool refresh_budget = false;  // refresh_window, refreshes_per_window: basis::KroneckerEigen
-  bool basis_beta = false;      // a rotated basis estimated from the covariance factors
-  bool nadam = false;           // nadam_beta1, nadam_momentum_decay: moment::NAdam
-  bool adam_beta1 = false;      // moment::Adam
-  bool beta2 = false;           // moment::Adam and moment::NAdam
-  bool dcasgd_lambda = false;   // delay::DCASGD
-  bool wp_gamma = false;        // delay::WeightPrediction
-  bool nag_gamma = false;       // delay::Nesterov
+  bool anneal_steps = false;   // delay::StageLRDiscount
+  bool refresh = false;        // refresh_every, refresh_window, refreshes_per_window: a rotated basis
+  bool basis_beta = false;     // a rotated basis estimated from the covariance factors
+  bool nadam = false;          // nadam_beta1, nadam_momentum_decay: moment::NAdam
+  bool adam_beta1 = false;     // moment::Adam
+  bool beta2 = false;          // moment::Adam and moment::NAdam
+  bool dcasgd_lambda = false;  // delay::DCASGD
+  bool wp_gamma = false;       // delay::WeightPrediction
+  bool nag_gamma = false;      // delay::Nesterov
   MethodReads& operator|=(const MethodReads& o) {
     anneal_steps |= o.anneal_steps;
     refresh |= o.refresh;
-    refresh_budget |= o.refresh_budget;
     basis_beta |= o.basis_beta;
     nadam |= o.nadam;
     adam_beta1 |= o.adam_beta1;
@@ -103,8 +101,6 @@ inline const char* methods_reading(bool MethodReads::*field) {
   if (field == &MethodReads::anneal_steps) return "pipedream-lr and <base>+pipedream-lr";
   if (field == &MethodReads::refresh)
     return "the rotated bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, full-eigen, soap)";
-  if (field == &MethodReads::refresh_budget)
-    return "the Kronecker-factored bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, soap; not full-eigen)";
   if (field == &MethodReads::basis_beta)
     return "the covariance bases (rot-cov-bi, rot-cov-uni, full-eigen, soap; rot-mom-* have no L, R)";
   if (field == &MethodReads::nadam) return "the NAdam methods (nesterov, nesterov+<c>, <rotated base>+nesterov[+<c>])";
@@ -255,7 +251,6 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
     r.refresh = true;
     r.basis_beta = true;
     if constexpr (requires { basis.source; }) r.basis_beta = basis.source == basis::Source::covariance;
-    r.refresh_budget = requires { basis.refresh_window; };
   }
   c.schedule.lr = o.lr;
   c.clip_global_norm = o.clip;
@@ -358,9 +353,13 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   if (base == "sgd" && (comp.empty() || is_delay_policy(comp)))
     return detail::with_delay<basis::Identity, moment::Momentum>(comp, id, o, space, params, false);
   if (base == "full-eigen")
-    return detail::with_compensation<basis::FullEigen>(
-        comp, {.ordering = basis::Ordering::paper, .refresh_every = o.refresh_every, .beta = o.basis_beta}, o, space,
-        params);
+    return detail::with_compensation<basis::FullEigen>(comp,
+                                                       {.ordering = basis::Ordering::paper,
+                                                        .refresh_every = o.refresh_every,
+                                                        .beta = o.basis_beta,
+                                                        .refresh_window = o.refresh_window,
+                                                        .refreshes_per_window = o.refreshes_per_window},
+                                                       o, space, params);
   basis::KroneckerEigen::Hyper h{.ordering = basis::Ordering::paper,
                                  .refresh_every = o.refresh_every,
                                  .beta = o.basis_beta,

@@ -578,6 +578,10 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
     /// Largest block (elements) allowed: the covariance is max_size^2 values.
     std::size_t max_size = 4096;
     bool retry_in_double = true;
+    /// > 0: refreshes_per_window evenly spaced refreshes in every window of this many steps instead
+    /// of one every refresh_every (as KroneckerEigen::Hyper's: a stage's share of a refresh budget).
+    std::int64_t refresh_window = 0;
+    std::int64_t refreshes_per_window = 0;
     /// Device backends: blocks of at most this many elements are batched by size, and their
     /// refresh QR too up to batch_qr_max_side (as KroneckerEigen::Hyper's); 0 batches nothing.
     std::size_t batch_max_side = 512;
@@ -585,6 +589,9 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
 
     void validate() const {
       hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
+      hyper::require_nonnegative(name, "refresh_window", static_cast<double>(refresh_window));
+      hyper::require_in(name, "refreshes_per_window", static_cast<double>(refreshes_per_window), 0,
+                        hyper::bound::closed, static_cast<double>(refresh_window), hyper::bound::closed);
       if (beta >= 0) hyper::require_unit_interval(name, "beta", beta);
       hyper::require_in(name, "max_size", static_cast<double>(max_size), 1, hyper::bound::closed, 16384,
                         hyper::bound::closed);
@@ -611,7 +618,7 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
   }
 
   static detail::EigenSettings settings(const Hyper& h, double beta1, double beta2) {
-    return {Source::covariance,           h.ordering, h.refresh_every,  0, 0,
+    return {Source::covariance,           h.ordering, h.refresh_every,  h.refresh_window, h.refreshes_per_window,
             h.beta >= 0 ? h.beta : beta2, beta1,      h.retry_in_double};
   }
 };
