@@ -268,6 +268,19 @@ double host_vs_cuda_delayed(const Opt& opt, const std::vector<BlockShape>& shape
   return max_abs_diff(host, dev);
 }
 
+// The delayed cases' blocks: a wide matrix and a long vector for the coordinate basis; square blocks
+// (full-rank first factors, see above) for the rotated ones.
+std::vector<BlockShape> flat_blocks() { return {{"W", 2, 64, 128}, {"b", 1, 1000}}; }
+std::vector<BlockShape> square_blocks() { return {{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}}; }
+
+// Prints and checks one delayed comparison (tau = 3 in every case).
+template <class T>
+void check_delayed(const char* what, double worst, double tol) {
+  std::printf("%s %s, tau = 3: max |host - cuda| = %.3e\n", std::is_same_v<T, double> ? "double" : "float", what,
+              worst);
+  CHECK(worst <= tol);
+}
+
 }  // namespace
 
 // NAdam (its mu-product loop runs per team on the device) and every delay policy, in the coordinate
@@ -275,14 +288,9 @@ double host_vs_cuda_delayed(const Opt& opt, const std::vector<BlockShape>& shape
 TEMPLATE_TEST_CASE("CUDA NAdam and delay policies match the host", "[cuda][delay]", float, double) {
   using T = TestType;
   constexpr bool dbl = std::is_same_v<T, double>;
-  const char* type = dbl ? "double" : "float";
-  const std::vector<BlockShape> flat{{"W", 2, 64, 128}, {"b", 1, 1000}};
-  const std::vector<BlockShape> square{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
+  const auto flat = flat_blocks(), square = square_blocks();
+  const auto check = check_delayed<T>;
   const schedule::Constant lr{.lr = 1e-2};
-  const auto check = [&](const char* what, double worst, double tol) {
-    std::printf("%s %s, tau = 3: max |host - cuda| = %.3e\n", type, what, worst);
-    CHECK(worst <= tol);
-  };
   const double tol = dbl ? 1e-12 : 1e-5;
   // 120 steps: past the ~55 factors after which the mu product drops below its 2^-54 cut-off.
   check("NAdam", host_vs_cuda_delayed<T>(NAdam({.schedule = lr}), flat, 120, 3), tol);
@@ -296,7 +304,7 @@ TEMPLATE_TEST_CASE("CUDA NAdam and delay policies match the host", "[cuda][delay
         host_vs_cuda_delayed<T>(AdamLR({.delay = {.anneal_steps = 10}, .schedule = lr}), flat, 20, 3), tol);
   check("Adam + delay::DCASGD",
         host_vs_cuda_delayed<T>(AdamDC({.delay = {.lambda = 1.0}, .schedule = lr}), flat, 20, 3), tol);
-  // Rotated: square blocks (full-rank first factors, see above), refresh every 5, lr 1e-3.
+  // Rotated: refresh every 5, lr 1e-3.
   using RotDC = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
   using RotWP = Optimizer<basis::KroneckerEigen, moment::Adam, delay::WeightPrediction>;
   const double rot_tol = dbl ? 1e-10 : 1e-3;
@@ -317,19 +325,14 @@ TEMPLATE_TEST_CASE("CUDA NAdam and delay policies match the host", "[cuda][delay
 TEMPLATE_TEST_CASE("CUDA SGD momentum matches the host", "[cuda][momentum][delay]", float, double) {
   using T = TestType;
   constexpr bool dbl = std::is_same_v<T, double>;
-  const char* type = dbl ? "double" : "float";
-  const std::vector<BlockShape> flat{{"W", 2, 64, 128}, {"b", 1, 1000}};
-  const std::vector<BlockShape> square{{"W1", 2, 48, 48}, {"W2", 2, 16, 16}, {"b", 1, 40}};
-  const auto check = [&](const char* what, double worst, double tol) {
-    std::printf("%s %s, tau = 3: max |host - cuda| = %.3e\n", type, what, worst);
-    CHECK(worst <= tol);
-  };
+  const auto flat = flat_blocks(), square = square_blocks();
+  const auto check = check_delayed<T>;
   const moment::Momentum::Hyper heavy{.momentum = 0.9, .dampening = 0.5, .weight_decay = 1e-2};
   const moment::Momentum::Hyper nesterov{.momentum = 0.9, .nesterov = true, .weight_decay = 1e-2};
   const double tol = dbl ? 1e-12 : 1e-5;
   check("SGD heavy ball", host_vs_cuda_delayed<T>(SGD({.moment = heavy, .schedule = {.lr = 1e-2}}), flat, 20, 3), tol);
   check("SGD Nesterov", host_vs_cuda_delayed<T>(SGD({.moment = nesterov, .schedule = {.lr = 1e-2}}), flat, 20, 3), tol);
-  // Rotated: square blocks (full-rank first factors, see above), refresh every 5, lr 1e-3.
+  // Rotated: refresh every 5, lr 1e-3.
   using RotSGD = Optimizer<basis::KroneckerEigen, moment::Momentum, delay::None>;
   const double rot_tol = dbl ? 1e-10 : 1e-3;
   const basis::KroneckerEigen::Hyper every5{.refresh_every = 5};
