@@ -663,8 +663,8 @@ int main(int argc, char* argv[]) {
   Kokkos::ScopeGuard guard(argc, argv);
   // Validate every name before any run, so a typo does not surface an hour in; and reject an option
   // that none of the methods reads, which would otherwise do nothing without a word.
-  using delayopt::tools::MethodReads;
-  MethodReads reads;
+  using delayopt::tools::Knob;
+  delayopt::tools::MethodReads reads;
   std::string method_list;
   for (const auto& m : methods) try {
       Set probe_set({{"W", 2, 2, 2}});
@@ -673,23 +673,15 @@ int main(int argc, char* argv[]) {
     } catch (const std::exception& e) {
       return usage_error(e.what());
     }
-  const std::pair<const char*, bool MethodReads::*> method_options[] = {
-      {"--anneal-steps", &MethodReads::anneal_steps},
-      {"--refresh-every", &MethodReads::refresh},
-      {"--basis-beta", &MethodReads::basis_beta},
-      {"--refresh-budget", &MethodReads::refresh},
-      {"--stage-momentum", &MethodReads::nadam},
-      {"--nadam-beta1", &MethodReads::nadam},
-      {"--nadam-momentum-decay", &MethodReads::nadam},
-      {"--adam-beta1", &MethodReads::adam_beta1},
-      {"--beta2", &MethodReads::beta2},
-      {"--dcasgd-lambda", &MethodReads::dcasgd_lambda},
-      {"--wp-gamma", &MethodReads::wp_gamma},
-      {"--nag-gamma", &MethodReads::nag_gamma}};
-  for (const auto& [flag, field] : method_options)
-    if (app.count(flag) > 0 && !(reads.*field))
+  const std::pair<const char*, Knob> method_options[] = {
+      {"--anneal-steps", Knob::anneal_steps},   {"--refresh-every", Knob::refresh}, {"--basis-beta", Knob::basis_beta},
+      {"--refresh-budget", Knob::refresh},      {"--stage-momentum", Knob::nadam},  {"--nadam-beta1", Knob::nadam},
+      {"--nadam-momentum-decay", Knob::nadam},  {"--adam-beta1", Knob::adam_beta1}, {"--beta2", Knob::beta2},
+      {"--dcasgd-lambda", Knob::dcasgd_lambda}, {"--wp-gamma", Knob::wp_gamma},     {"--nag-gamma", Knob::nag_gamma}};
+  for (const auto& [flag, knob] : method_options)
+    if (app.count(flag) > 0 && !reads.has(knob))
       return usage_error(std::string(flag) + " does nothing for --methods " + method_list + ": it applies to " +
-                         delayopt::tools::methods_reading(field));
+                         delayopt::tools::methods_reading(knob));
 
   nlohmann::json records = nlohmann::json::array(), probes = nlohmann::json::array();
   const char* delay_key = is_mlp ? "stages" : "tau";

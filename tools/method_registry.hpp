@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -70,45 +71,63 @@ struct MethodOptions {
   double clip = 0.0;
 };
 
-/// Which of MethodOptions' method-specific fields a composed method reads (lr and clip: all of
-/// them). Tools use it to reject an option that none of the named methods would act on.
-struct MethodReads {
-  bool anneal_steps = false;   // delay::StageLRDiscount
-  bool refresh = false;        // refresh_every, refresh_window, refreshes_per_window: a rotated basis
-  bool basis_beta = false;     // a rotated basis estimated from the covariance factors
-  bool nadam = false;          // nadam_beta1, nadam_momentum_decay: moment::NAdam
-  bool adam_beta1 = false;     // moment::Adam
-  bool beta2 = false;          // moment::Adam and moment::NAdam
-  bool dcasgd_lambda = false;  // delay::DCASGD
-  bool wp_gamma = false;       // delay::WeightPrediction
-  bool nag_gamma = false;      // delay::Nesterov
-  MethodReads& operator|=(const MethodReads& o) {
-    anneal_steps |= o.anneal_steps;
-    refresh |= o.refresh;
-    basis_beta |= o.basis_beta;
-    nadam |= o.nadam;
-    adam_beta1 |= o.adam_beta1;
-    beta2 |= o.beta2;
-    dcasgd_lambda |= o.dcasgd_lambda;
-    wp_gamma |= o.wp_gamma;
-    nag_gamma |= o.nag_gamma;
-    return *this;
-  }
+/// A method-specific knob of MethodOptions (lr and clip apply to every method).
+enum class Knob {
+  anneal_steps,   // anneal_steps: delay::StageLRDiscount
+  refresh,        // refresh_every, refresh_window, refreshes_per_window: a rotated basis
+  basis_beta,     // basis_beta: a basis estimated from the covariance factors
+  nadam,          // nadam_beta1, nadam_momentum_decay: moment::NAdam
+  adam_beta1,     // adam_beta1: moment::Adam
+  beta2,          // beta2: moment::Adam and moment::NAdam
+  dcasgd_lambda,  // dcasgd_lambda: delay::DCASGD
+  wp_gamma,       // wp_gamma: delay::WeightPrediction
+  nag_gamma,      // nag_gamma: delay::Nesterov
+  count_          // not a knob: their number
 };
 
-/// The methods that read a MethodReads field, for a tool's message about an unused option.
-inline const char* methods_reading(bool MethodReads::*field) {
-  if (field == &MethodReads::anneal_steps) return "pipedream-lr and <base>+pipedream-lr";
-  if (field == &MethodReads::refresh)
-    return "the rotated bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, full-eigen, soap)";
-  if (field == &MethodReads::basis_beta)
-    return "the covariance bases (rot-cov-bi, rot-cov-uni, full-eigen, soap; rot-mom-* have no L, R)";
-  if (field == &MethodReads::nadam) return "the NAdam methods (nesterov, nesterov+<c>, <rotated base>+nesterov[+<c>])";
-  if (field == &MethodReads::adam_beta1) return "the Adam methods (all but sgd and the NAdam methods)";
-  if (field == &MethodReads::beta2) return "the Adam and NAdam methods (all but sgd)";
-  if (field == &MethodReads::dcasgd_lambda) return "dcasgd and <base>+dcasgd";
-  if (field == &MethodReads::wp_gamma) return "weight-pred and <base>+weight-pred";
-  if (field == &MethodReads::nag_gamma) return "nag and <base>+nag";
+/// The knobs a composed method was built from. Tools use it to reject an option that none of the
+/// named methods would act on.
+class MethodReads {
+ public:
+  MethodReads& add(Knob k) {
+    bits_.set(static_cast<std::size_t>(k));
+    return *this;
+  }
+  bool has(Knob k) const { return bits_.test(static_cast<std::size_t>(k)); }
+  MethodReads& operator|=(const MethodReads& o) {
+    bits_ |= o.bits_;
+    return *this;
+  }
+
+ private:
+  std::bitset<static_cast<std::size_t>(Knob::count_)> bits_;
+};
+
+/// The methods that read a knob, for a tool's message about an unused option. (A switch, so that a
+/// new knob without a description is a -Wswitch warning.)
+inline const char* methods_reading(Knob k) {
+  switch (k) {
+    case Knob::anneal_steps:
+      return "pipedream-lr and <base>+pipedream-lr";
+    case Knob::refresh:
+      return "the rotated bases (rot-cov-bi, rot-cov-uni, rot-mom-bi, rot-mom-uni, full-eigen, soap)";
+    case Knob::basis_beta:
+      return "the covariance bases (rot-cov-bi, rot-cov-uni, full-eigen, soap; rot-mom-* have no L, R)";
+    case Knob::nadam:
+      return "the NAdam methods (nesterov, nesterov+<c>, <rotated base>+nesterov[+<c>])";
+    case Knob::adam_beta1:
+      return "the Adam methods (all but sgd and the NAdam methods)";
+    case Knob::beta2:
+      return "the Adam and NAdam methods (all but sgd)";
+    case Knob::dcasgd_lambda:
+      return "dcasgd and <base>+dcasgd";
+    case Knob::wp_gamma:
+      return "weight-pred and <base>+weight-pred";
+    case Knob::nag_gamma:
+      return "nag and <base>+nag";
+    case Knob::count_:
+      break;
+  }
   return "no method";
 }
 
@@ -197,7 +216,7 @@ class AnyMethod {
   }
   std::size_t state_bytes() const { return impl_->state_bytes(); }
   std::int64_t skipped_steps() const { return impl_->skipped_steps(); }
-  /// The MethodOptions fields this method was built from.
+  /// The knobs this method was built from.
   const MethodReads& reads() const { return reads_; }
 
  private:
@@ -242,38 +261,39 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
                             const ParamSet<T, Space>& params, bool soap_defaults) {
   using Opt = Optimizer<Basis, Moment, Delay>;
   typename Opt::Config c;
-  // Each field read below is marked in `r` where it is read, so reads() cannot drift from the wiring.
+  // Each knob is added to `r` next to the line that reads it, so reads() cannot drift from the wiring.
   MethodReads r;
   c.basis = basis;
   // make_method built `basis` from the refresh fields and basis_beta; a momentum-source basis keeps
   // no covariance factors, so it has no use for the latter.
   if constexpr (!Basis::is_identity) {
-    r.refresh = true;
-    r.basis_beta = true;
-    if constexpr (requires { basis.source; }) r.basis_beta = basis.source == basis::Source::covariance;
+    r.add(Knob::refresh);
+    bool covariance = true;
+    if constexpr (requires { basis.source; }) covariance = basis.source == basis::Source::covariance;
+    if (covariance) r.add(Knob::basis_beta);
   }
   c.schedule.lr = o.lr;
   c.clip_global_norm = o.clip;
   if constexpr (std::is_same_v<Delay, delay::StageLRDiscount>) {
     c.delay.anneal_steps = o.anneal_steps;
-    r.anneal_steps = true;
+    r.add(Knob::anneal_steps);
   }
   if constexpr (std::is_same_v<Delay, delay::DCASGD>) {
     c.delay.lambda = o.dcasgd_lambda;
-    r.dcasgd_lambda = true;
+    r.add(Knob::dcasgd_lambda);
   }
   if constexpr (std::is_same_v<Delay, delay::WeightPrediction>) {
     c.delay.gamma = o.wp_gamma;
-    r.wp_gamma = true;
+    r.add(Knob::wp_gamma);
   }
   if constexpr (std::is_same_v<Delay, delay::Nesterov>) {
     c.delay.gamma = o.nag_gamma;
-    r.nag_gamma = true;
+    r.add(Knob::nag_gamma);
   }
   if constexpr (std::is_same_v<Moment, moment::NAdam>) {
     if (o.nadam_beta1 >= 0) c.moment.beta1 = o.nadam_beta1;
     if (o.nadam_momentum_decay >= 0) c.moment.momentum_decay = o.nadam_momentum_decay;
-    r.nadam = true;
+    r.add(Knob::nadam);
   }
   if constexpr (std::is_same_v<Moment, moment::Adam>) {
     // The rotated family follows the paper (and SOAP) in adding eps to sqrt(v) before bias correction.
@@ -283,12 +303,12 @@ AnyMethod<T, Space> compose(const typename Basis::Hyper& basis, const MethodOpti
       c.moment = s.moment;
     }
     if (o.adam_beta1 >= 0) c.moment.beta1 = o.adam_beta1;
-    r.adam_beta1 = true;
+    r.add(Knob::adam_beta1);
   }
   // After the SOAP defaults, which replace Adam's whole moment config. (SGD has no beta2.)
   if constexpr (requires { c.moment.beta2; }) {
     if (o.beta2 >= 0) c.moment.beta2 = o.beta2;
-    r.beta2 = true;
+    r.add(Knob::beta2);
   }
   return AnyMethod<T, Space>(Opt(c), space, params, r);
 }

@@ -100,13 +100,13 @@ inline const char* name(DataKind d) {
   return d == DataKind::digits ? "digits" : d == DataKind::text ? "text" : "synthetic";
 }
 
-/// The method options and the registry field that says whether a method reads each.
-inline const std::vector<std::pair<std::string, bool delayopt::tools::MethodReads::*>>& method_option_fields() {
-  using R = delayopt::tools::MethodReads;
-  static const std::vector<std::pair<std::string, bool R::*>> table{{"--lr-horizon", &R::anneal_steps},
-                                                                    {"--dcasgd-lambda", &R::dcasgd_lambda},
-                                                                    {"--wp-gamma", &R::wp_gamma},
-                                                                    {"--nag-gamma", &R::nag_gamma}};
+/// The method options and the registry knob each one sets.
+inline const std::vector<std::pair<std::string, delayopt::tools::Knob>>& method_option_knobs() {
+  using delayopt::tools::Knob;
+  static const std::vector<std::pair<std::string, Knob>> table{{"--lr-horizon", Knob::anneal_steps},
+                                                               {"--dcasgd-lambda", Knob::dcasgd_lambda},
+                                                               {"--wp-gamma", Knob::wp_gamma},
+                                                               {"--nag-gamma", Knob::nag_gamma}};
   return table;
 }
 
@@ -259,10 +259,10 @@ inline Runner make_runner(const RunOptions& o, const MlpSpec& spec, std::shared_
   Stage stage(spec, i, o.stages, std::move(data));
   auto opt = make_method<Real, Space>(o.method, method_options(o), Space(), stage.params());
   // An option the method does not read would change nothing: say so rather than run without it.
-  for (const auto& [flag, field] : method_option_fields())
-    if (std::find(o.method_flags.begin(), o.method_flags.end(), flag) != o.method_flags.end() && !(opt.reads().*field))
+  for (const auto& [flag, knob] : method_option_knobs())
+    if (std::find(o.method_flags.begin(), o.method_flags.end(), flag) != o.method_flags.end() && !opt.reads().has(knob))
       throw std::invalid_argument(flag + " does nothing for --method " + o.method + ": it applies to " +
-                                  delayopt::tools::methods_reading(field));
+                                  delayopt::tools::methods_reading(knob));
   return Runner(make_config(o), std::move(stage), std::move(opt));
 }
 

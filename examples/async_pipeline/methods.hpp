@@ -98,7 +98,7 @@ class StageMethod {
     method_.step(space, params, grads, ctx, stale);
   }
   bool needs_stale_weights() const { return method_.needs_stale(); }
-  /// The registry's MethodOptions fields the method was built from.
+  /// The registry knobs the method was built from.
   const delayopt::tools::MethodReads& reads() const { return method_.reads(); }
   bool predicts() const { return method_.predicts(); }
   void predict(const Space& space, const Params& from, int tau, Params& out) const {
