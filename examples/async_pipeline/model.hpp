@@ -281,6 +281,10 @@ class MlpStage {
     if (is_last()) fill(p, 2000, std::sqrt(6.0 / (spec_.hidden + spec_.classes)));
   }
 
+  // The kernels below are not part of the stage's interface. They are public only because nvcc
+  // rejects an extended __host__ __device__ lambda (KOKKOS_LAMBDA with a CUDA Kokkos) in a private
+  // or protected member function.
+ public:
   /// Stage 0: gathers the microbatch's inputs (pixel rows, or token embeddings) into tape.x0.
   void load_inputs(const Space& space, const Params& w, std::int64_t m, Tape& tape) const {
     const int B = spec_.batch;
@@ -320,8 +324,13 @@ class MlpStage {
         });
   }
 
-  static T activate(T z, Activation a) { return a == Activation::tanh ? std::tanh(z) : (z > 0 ? z : T(0)); }
-  static T derivative(T h, Activation a) { return a == Activation::tanh ? T(1) - h * h : (h > 0 ? T(1) : T(0)); }
+  // Called inside kernels, so callable on a device too.
+  KOKKOS_INLINE_FUNCTION static T activate(T z, Activation a) {
+    return a == Activation::tanh ? std::tanh(z) : (z > 0 ? z : T(0));
+  }
+  KOKKOS_INLINE_FUNCTION static T derivative(T h, Activation a) {
+    return a == Activation::tanh ? T(1) - h * h : (h > 0 ? T(1) : T(0));
+  }
 
   void act(const Space& space, const UMat H) const {
     const int n = static_cast<int>(H.extent(1));
@@ -362,7 +371,7 @@ class MlpStage {
     launch(
         space, "pipeline::softmax_xent", static_cast<int>(P.extent(0)), KOKKOS_LAMBDA(const int b) {
           T mx = P(b, 0);
-          for (int c = 1; c < C; ++c) mx = std::max(mx, P(b, c));
+          for (int c = 1; c < C; ++c) mx = P(b, c) > mx ? P(b, c) : mx;  // std::max is host-only under nvcc
           const T zy = P(b, y(b)) - mx;
           T sum = 0;
           for (int c = 0; c < C; ++c) sum += (P(b, c) = std::exp(P(b, c) - mx));
@@ -460,6 +469,7 @@ class MlpStage {
         });
   }
 
+ private:
   MlpSpec spec_;
   int stage_ = 0, stages_ = 1, first_block_ = 0, nblocks_ = 0;
   std::shared_ptr<const Dataset> data_;

@@ -90,8 +90,6 @@ class ProbeModel {
     if (!grad_in.empty()) grad_in[0] = static_cast<double>(t.microbatch);
   }
 
-  const Fault& fault() const { return fault_; }
-
  private:
   static long& grow(std::vector<long>& v, std::int64_t m) {
     if (v.size() <= static_cast<std::size_t>(m)) v.resize(static_cast<std::size_t>(m) + 1, -1);
