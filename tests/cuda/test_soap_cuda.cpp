@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <random>
 #include <string>
 
 using namespace delayopt;
@@ -16,13 +17,44 @@ using Dev = Kokkos::Cuda;
 
 namespace {
 
+// Every covariance factor of an eigenbasis state set to I + A A^T / n (A n x n, Gaussian, seeded by
+// n), as a restored checkpoint may have it. FullEigen's first factor, and a rank-1 block's, is
+// otherwise rank one: its first basis is arbitrary on the null space, and two correct eigensolvers
+// then give trajectories that differ at O(lr). From a full-rank start they agree up to rounding.
+template <class State>
+void full_rank_factors(State& st) {
+  const auto fill = [](const auto& f) {
+    using V = typename std::decay_t<decltype(f)>::non_const_value_type;
+    const std::size_t n = f.extent(0);
+    std::mt19937 gen(static_cast<unsigned>(n));
+    std::normal_distribution<double> dist;
+    std::vector<double> a(n * n);
+    for (double& x : a) x = dist(gen);
+    auto h = Kokkos::create_mirror_view(f);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (std::size_t k = 0; k < n; ++k) dot += a[i * n + k] * a[j * n + k];
+        h(i, j) = static_cast<V>((i == j ? 1.0 : 0.0) + dot / double(n));
+      }
+    Kokkos::deep_copy(f, h);
+  };
+  for (auto& b : st.basis.blocks) {
+    if (b.left) fill(b.L);
+    if (b.right) fill(b.R);
+  }
+}
+
 // The same steps through any optimizer on any space; returns the parameters (on the host) and the
-// final state.
+// final state. full_rank: start every eigenbasis factor full rank (full_rank_factors).
 template <class T, class Opt>
-auto run_steps(const auto& space, auto params, const std::vector<std::vector<T>>& grads, const Opt& opt) {
+auto run_steps(const auto& space, auto params, const std::vector<std::vector<T>>& grads, const Opt& opt,
+               bool full_rank = false) {
   using E = std::decay_t<decltype(space)>;
   auto g = ParamSet<T, E>::zeros_like(params);
   auto st = opt.init(space, params);
+  if constexpr (requires { st.basis.blocks; })
+    if (full_rank) full_rank_factors(st);
   for (const auto& gh : grads) {
     delayopt::test::set_values(space, g, gh);
     opt.update(space, params, g, st);
@@ -50,12 +82,33 @@ std::vector<BlockShape> layers(int count, const char* name, std::size_t rows, st
   return out;
 }
 
+// The blocks of every part, in order.
+std::vector<BlockShape> concat(const std::vector<std::vector<BlockShape>>& parts) {
+  std::vector<BlockShape> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
 // max_i |a_i - b_i|.
 template <class T>
 double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
   double worst = 0;
   for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i])));
   return worst;
+}
+
+// The block of `shapes` where |a - b| peaks, and that peak: where a host-vs-device difference sits.
+template <class T>
+std::pair<std::string, double> worst_block(const std::vector<BlockShape>& shapes, const std::vector<T>& a,
+                                           const std::vector<T>& b) {
+  std::pair<std::string, double> out{"", -1.0};
+  std::size_t at = 0;
+  for (const auto& s : shapes) {
+    const std::vector<T> x(a.begin() + at, a.begin() + at + s.size()), y(b.begin() + at, b.begin() + at + s.size());
+    if (const double d = max_abs_diff(x, y); d > out.second) out = {describe(s), d};
+    at += s.size();
+  }
+  return out;
 }
 
 }  // namespace
@@ -116,11 +169,6 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
 TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap][batched]", float, double) {
   using T = TestType;
   constexpr bool dbl = std::is_same_v<T, double>;
-  const auto concat = [](std::vector<std::vector<BlockShape>> parts) {
-    std::vector<BlockShape> out;
-    for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-    return out;
-  };
   // Square blocks for two-sided (full-rank first factors, see above); for one-sided only the smaller
   // side rotates, and its factor is full rank.
   const auto square = concat({layers(8, "a", 24, 24), layers(3, "c", 40, 40), {{"big", 2, 160, 160}, {"b", 1, 40}}});
@@ -135,8 +183,9 @@ TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap
     const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt);
     const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
     const double worst = max_abs_diff(host, dev);
-    std::printf("%s %s, %zu batched groups: max |host - cuda| after 23 steps = %.3e\n", dbl ? "double" : "float", what,
-                st_dev.basis.groups.size(), worst);
+    const std::string block = worst_block(shapes, host, dev).first;
+    std::printf("%s %s, %zu batched groups: max |host - cuda| after 23 steps = %.3e (in %s)\n",
+                dbl ? "double" : "float", what, st_dev.basis.groups.size(), worst, block.c_str());
     CHECK(worst <= (dbl ? 1e-10 : 1e-3));
     CHECK(st_dev.basis.groups.size() == groups);
     CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
@@ -145,6 +194,9 @@ TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap
   // below) every rotated block is batched; the bias is not rotated.
   const basis::KroneckerEigen::Hyper every5{.refresh_every = 5, .batch_max_side = 128};
   compare("SOAP, two-sided", SOAP({.basis = every5, .schedule = {.lr = 1e-3}}), square, 2);
+  // The same blocks one by one: whether a float difference comes from batching or from the shapes.
+  const basis::KroneckerEigen::Hyper unbatched{.refresh_every = 5, .batch_max_side = 0};
+  compare("SOAP, two-sided, one by one", SOAP({.basis = unbatched, .schedule = {.lr = 1e-3}}), square, 0);
   compare("rotated NAdam, two-sided", RotatedNAdam({.basis = every5, .schedule = {.lr = 1e-3}}), square, 2);
   const basis::KroneckerEigen::Hyper one_sided{.geometry = basis::Geometry::one_sided, .refresh_every = 5};
   compare("SOAP, one-sided", SOAP({.basis = one_sided, .schedule = {.lr = 1e-3}}), wide, 2);
@@ -342,4 +394,54 @@ TEMPLATE_TEST_CASE("CUDA SGD momentum matches the host", "[cuda][momentum][delay
   check("rotated SGD Nesterov",
         host_vs_cuda_delayed<T>(RotSGD({.basis = every5, .moment = nesterov, .schedule = {.lr = 1e-3}}), square, 25, 3),
         rot_tol);
+}
+
+// basis::FullEigen (each block one left side of rows * cols), Rank1::full (a bias's left side) and
+// the paper's ordering (accumulate and refresh before the update) through each device path: one by
+// one, batched groups with the batched QR, and with cuSOLVER's QR per block inside a group.
+TEMPLATE_TEST_CASE("CUDA full eigenbasis, rank-1 sides and the paper's ordering match the host",
+                   "[cuda][soap][batched]", float, double) {
+  using T = TestType;
+  constexpr bool dbl = std::is_same_v<T, double>;
+  const auto compare = [&](const char* what, const auto& opt, const std::vector<BlockShape>& shapes,
+                           std::size_t groups) {
+    ParamSet<T, Host> ph(shapes);
+    delayopt::test::fill_random(Host(), ph, 11);
+    const auto grads = random_gradients<T>(shapes, 25, 700);
+    ParamSet<T, Dev> pd(shapes);
+    delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
+    const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt, /*full_rank=*/true);
+    const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt, /*full_rank=*/true);
+    const double worst = max_abs_diff(host, dev);
+    const std::string block = worst_block(shapes, host, dev).first;
+    std::printf("%s %s, %zu batched groups: max |host - cuda| after 25 steps = %.3e (in %s)\n",
+                dbl ? "double" : "float", what, st_dev.basis.groups.size(), worst, block.c_str());
+    CHECK(worst <= (dbl ? 1e-10 : 1e-3));
+    CHECK(st_dev.basis.groups.size() == groups);
+    CHECK(st_dev.basis.refreshes == st_host.basis.refreshes);
+    CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
+  };
+  // FullEigen: three 48-element blocks and a 40-element bias batch by size; 576 elements stay on
+  // their own (above batch_max_side 512).
+  const auto full = concat({layers(3, "a", 6, 8), {{"b", 1, 40}, {"big", 2, 24, 24}}});
+  for (auto [batch, qr] : {std::pair<std::size_t, std::size_t>{0, 0}, {512, 128}, {512, 0}}) {
+    const std::size_t groups = batch == 0 ? 0 : 2;
+    compare("FullEigen Adam",
+            FullEigenAdam({.basis = {.refresh_every = 5, .batch_max_side = batch, .batch_qr_max_side = qr},
+                           .schedule = {.lr = 1e-3}}),
+            full, groups);
+    compare(
+        "SOAP, Rank1::full",
+        SOAP({.basis =
+                  {.refresh_every = 5, .rank1 = basis::Rank1::full, .batch_max_side = batch, .batch_qr_max_side = qr},
+              .schedule = {.lr = 1e-3}}),
+        square_blocks(), batch == 0 ? 0 : 3);
+    compare("SOAP, paper ordering",
+            SOAP({.basis = {.ordering = basis::Ordering::paper,
+                            .refresh_every = 5,
+                            .batch_max_side = batch,
+                            .batch_qr_max_side = qr},
+                  .schedule = {.lr = 1e-3}}),
+            square_blocks(), batch == 0 ? 0 : 2);
+  }
 }
