@@ -111,6 +111,37 @@ std::pair<std::string, double> worst_block(const std::vector<BlockShape>& shapes
   return out;
 }
 
+// Where the inputs come from: parameter and gradient seeds, steps, and whether the factors start full
+// rank (full_rank_factors).
+struct Inputs {
+  unsigned param_seed, grad_seed, steps;
+  bool full_rank = false;
+};
+
+// opt from the same inputs on the host and on the device: prints the largest difference and its
+// block, and checks it against the tolerance of T, the device's batched group count, the refresh
+// count and that no factorization failed.
+template <class T, class Opt>
+void check_against_host(const char* what, const Opt& opt, const std::vector<BlockShape>& shapes, std::size_t groups,
+                        Inputs in) {
+  constexpr bool dbl = std::is_same_v<T, double>;
+  ParamSet<T, Host> ph(shapes);
+  delayopt::test::fill_random(Host(), ph, in.param_seed);
+  const auto grads = random_gradients<T>(shapes, in.steps, in.grad_seed);
+  ParamSet<T, Dev> pd(shapes);
+  delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
+  const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt, in.full_rank);
+  const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt, in.full_rank);
+  const double worst = max_abs_diff(host, dev);
+  const std::string block = worst_block(shapes, host, dev).first;
+  std::printf("%s %s, %zu batched groups: max |host - cuda| after %u steps = %.3e (in %s)\n", dbl ? "double" : "float",
+              what, st_dev.basis.groups.size(), in.steps, worst, block.c_str());
+  CHECK(worst <= (dbl ? 1e-10 : 1e-3));
+  CHECK(st_dev.basis.groups.size() == groups);
+  CHECK(st_dev.basis.refreshes == st_host.basis.refreshes);
+  CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
+}
+
 }  // namespace
 
 // The gradient-norm reduction (clipping, the non-finite check) runs as one team per chunk on the
@@ -168,27 +199,13 @@ TEMPLATE_TEST_CASE("CUDA eigenbasis backend matches the host backend", "[cuda][s
 // beside a block too large to batch, two-sided and one-sided, Adam and NAdam in the basis.
 TEMPLATE_TEST_CASE("CUDA batched eigenbasis groups match the host", "[cuda][soap][batched]", float, double) {
   using T = TestType;
-  constexpr bool dbl = std::is_same_v<T, double>;
   // Square blocks for two-sided (full-rank first factors, see above); for one-sided only the smaller
   // side rotates, and its factor is full rank.
   const auto square = concat({layers(8, "a", 24, 24), layers(3, "c", 40, 40), {{"big", 2, 160, 160}, {"b", 1, 40}}});
   const auto wide = concat({layers(6, "u", 16, 40), layers(2, "v", 64, 24), {{"b", 1, 40}}});
-  const auto compare = [&](const char* what, const auto& opt, const std::vector<BlockShape>& shapes,
-                           std::size_t groups) {
-    ParamSet<T, Host> ph(shapes);
-    delayopt::test::fill_random(Host(), ph, 5);
-    const auto grads = random_gradients<T>(shapes, 23, 400);
-    ParamSet<T, Dev> pd(shapes);
-    delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
-    const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt);
-    const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt);
-    const double worst = max_abs_diff(host, dev);
-    const std::string block = worst_block(shapes, host, dev).first;
-    std::printf("%s %s, %zu batched groups: max |host - cuda| after 23 steps = %.3e (in %s)\n",
-                dbl ? "double" : "float", what, st_dev.basis.groups.size(), worst, block.c_str());
-    CHECK(worst <= (dbl ? 1e-10 : 1e-3));
-    CHECK(st_dev.basis.groups.size() == groups);
-    CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
+  const auto compare = [](const char* what, const auto& opt, const std::vector<BlockShape>& shapes,
+                          std::size_t groups) {
+    check_against_host<T>(what, opt, shapes, groups, {.param_seed = 5, .grad_seed = 400, .steps = 23});
   };
   // 160 x 160 above batch_max_side 128: one by one beside the groups. With the defaults (one-sided
   // below) every rotated block is batched; the bias is not rotated.
@@ -402,24 +419,10 @@ TEMPLATE_TEST_CASE("CUDA SGD momentum matches the host", "[cuda][momentum][delay
 TEMPLATE_TEST_CASE("CUDA full eigenbasis, rank-1 sides and the paper's ordering match the host",
                    "[cuda][soap][batched]", float, double) {
   using T = TestType;
-  constexpr bool dbl = std::is_same_v<T, double>;
-  const auto compare = [&](const char* what, const auto& opt, const std::vector<BlockShape>& shapes,
-                           std::size_t groups) {
-    ParamSet<T, Host> ph(shapes);
-    delayopt::test::fill_random(Host(), ph, 11);
-    const auto grads = random_gradients<T>(shapes, 25, 700);
-    ParamSet<T, Dev> pd(shapes);
-    delayopt::test::set_values(Dev(), pd, delayopt::test::host_values(ph));
-    const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt, /*full_rank=*/true);
-    const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt, /*full_rank=*/true);
-    const double worst = max_abs_diff(host, dev);
-    const std::string block = worst_block(shapes, host, dev).first;
-    std::printf("%s %s, %zu batched groups: max |host - cuda| after 25 steps = %.3e (in %s)\n",
-                dbl ? "double" : "float", what, st_dev.basis.groups.size(), worst, block.c_str());
-    CHECK(worst <= (dbl ? 1e-10 : 1e-3));
-    CHECK(st_dev.basis.groups.size() == groups);
-    CHECK(st_dev.basis.refreshes == st_host.basis.refreshes);
-    CHECK(basis::KroneckerEigen::failures(st_dev.basis) == 0);
+  const auto compare = [](const char* what, const auto& opt, const std::vector<BlockShape>& shapes,
+                          std::size_t groups) {
+    check_against_host<T>(what, opt, shapes, groups,
+                          {.param_seed = 11, .grad_seed = 700, .steps = 25, .full_rank = true});
   };
   // FullEigen: three 48-element blocks and a 40-element bias batch by size; 576 elements stay on
   // their own (above batch_max_side 512).
