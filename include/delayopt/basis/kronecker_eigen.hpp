@@ -106,6 +106,17 @@ struct EigenSettings {
   }
 };
 
+/// The refresh and factor-EMA options KroneckerEigen::Hyper and FullEigen::Hyper share; beta < 0
+/// means "the moment's beta2".
+inline void validate_refresh(std::string_view owner, int refresh_every, std::int64_t refresh_window,
+                             std::int64_t refreshes_per_window, double beta) {
+  hyper::require_in(owner, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
+  hyper::require_nonnegative(owner, "refresh_window", static_cast<double>(refresh_window));
+  hyper::require_in(owner, "refreshes_per_window", static_cast<double>(refreshes_per_window), 0, hyper::bound::closed,
+                    static_cast<double>(refresh_window), hyper::bound::closed);
+  if (beta >= 0) hyper::require_unit_interval(owner, "beta", beta);
+}
+
 /// State of an eigenbasis over all blocks of a ParamSet.
 template <class T, class ExecSpace>
 struct EigenState {
@@ -517,11 +528,7 @@ struct KroneckerEigen : detail::EigenbasisPolicy<KroneckerEigen> {
     std::size_t batch_qr_max_side = 128;
 
     void validate() const {
-      hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
-      hyper::require_nonnegative(name, "refresh_window", static_cast<double>(refresh_window));
-      hyper::require_in(name, "refreshes_per_window", static_cast<double>(refreshes_per_window), 0,
-                        hyper::bound::closed, static_cast<double>(refresh_window), hyper::bound::closed);
-      if (beta >= 0) hyper::require_unit_interval(name, "beta", beta);
+      detail::validate_refresh(name, refresh_every, refresh_window, refreshes_per_window, beta);
       hyper::require_in(name, "max_dim", static_cast<double>(max_dim), 1, hyper::bound::closed, INFINITY,
                         hyper::bound::open);
     }
@@ -588,11 +595,7 @@ struct FullEigen : detail::EigenbasisPolicy<FullEigen> {
     std::size_t batch_qr_max_side = 128;
 
     void validate() const {
-      hyper::require_in(name, "refresh_every", refresh_every, 1, hyper::bound::closed, INFINITY, hyper::bound::open);
-      hyper::require_nonnegative(name, "refresh_window", static_cast<double>(refresh_window));
-      hyper::require_in(name, "refreshes_per_window", static_cast<double>(refreshes_per_window), 0,
-                        hyper::bound::closed, static_cast<double>(refresh_window), hyper::bound::closed);
-      if (beta >= 0) hyper::require_unit_interval(name, "beta", beta);
+      detail::validate_refresh(name, refresh_every, refresh_window, refreshes_per_window, beta);
       hyper::require_in(name, "max_size", static_cast<double>(max_size), 1, hyper::bound::closed, 16384,
                         hyper::bound::closed);
     }
