@@ -95,6 +95,11 @@ def p16_row(prefix, data, m, extra=()):
     return "| " + " | ".join(cells + [per_seed(data[(m, 16)])]) + " |"
 
 
+def p16_rows(specs):
+    """p16_row(*spec) for each spec, leaving out those without P = 1 and 16."""
+    return [r for r in (p16_row(*spec) for spec in specs) if r]
+
+
 def table(data, methods, delays, cap, delay_name="P", coord=COORD):
     """Median iterations, slowdown vs the first delay, % fewer than the best coordinate method."""
     med = {(m, p): median(data[(m, p)]) for (m, p) in data}
@@ -455,11 +460,8 @@ def main():
         best = min(median(data[("nesterov", 16)]) for _, data in betas)
         lines = ["| method | beta1 | P = 1 | P = 16 | slowdown P=16 | % fewer than the best NAdam at P=16 | per seed at 16 |",
                  "|---|---|---|---|---|---|---|"]
-        for m in ["nesterov", "rot-cov-bi+nesterov"]:
-            for b, data in betas:
-                row = p16_row([m, b], data, m, [lambda t16: pct(t16, best)])
-                if row:
-                    lines.append(row)
+        lines += p16_rows(([m, b], data, m, [lambda t16: pct(t16, best)])
+                          for m in ["nesterov", "rot-cov-bi+nesterov"] for b, data in betas)
         m = "rot-cov-bi+nesterov+weight-pred"
         for b, name, p1 in [("0.99", "mlp-nadam-wp0.", "mlp-nadam-wp0-p1."), ("0.995", "mlp-nadam-wp0-beta0.995.", None)]:
             wp = collect(d, name)
@@ -473,12 +475,8 @@ def main():
                     per_seed(wp[(m, 16)])))
         out += ["### NAdam's beta1 at P = 16", "", "\n".join(lines), ""]
     # Adam's beta1 (0.9 in the main runs).
-    rows = []
-    for m in ["adam", "rot-cov-bi"]:
-        for b in ["0.9", "0.95", "0.99"]:
-            row = p16_row([m, b], main_data if b == "0.9" else collect(d, "mlp-adambeta-%s." % b), m)
-            if row:
-                rows.append(row)
+    rows = p16_rows(([m, b], main_data if b == "0.9" else collect(d, "mlp-adambeta-%s." % b), m)
+                    for m in ["adam", "rot-cov-bi"] for b in ["0.9", "0.95", "0.99"])
     if len(rows) > 2:
         out += ["### Adam's beta1 at P = 16", "", "| method | beta1 | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |",
                 "|---|---|---|---|---|---|"] + rows + [""]
@@ -490,16 +488,13 @@ def main():
         t = psi_table(grid, b2s, b2methods, ["adam", "nesterov"], "% fewer than the best coordinate method, β₂ tuned",
                       knob="β₂")
         out += ["### beta2 at P = 16 (median iterations)", "", t, ""]
-        rows = []
-        for m in ["rot-cov-bi", "rot-cov-bi+nesterov"]:
-            row = p16_row([m], collect(d, "mlp-beta2-0.95-basis0.999-%s." % m), m)
-            if row:
-                rows.append(row)
+        rows = p16_rows(([m], collect(d, "mlp-beta2-0.95-basis0.999-%s." % m), m)
+                        for m in ["rot-cov-bi", "rot-cov-bi+nesterov"])
         if rows:
             out += ["β₂ = 0.95 with the L, R EMA factor kept at 0.999 (`--basis-beta 0.999`):", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
     # SGD with momentum (PipeDream's optimizer) against the main runs' best coordinate method.
-    rows = [r for r in (p16_row([m], collect(d, "mlp-sgd-%s." % m), m) for m in ["sgd", "sgd+weight-pred"]) if r]
+    rows = p16_rows(([m], collect(d, "mlp-sgd-%s." % m), m) for m in ["sgd", "sgd+weight-pred"])
     if rows:
         best16 = min(median(main_data[(m, 16)]) for m in COORD if (m, 16) in main_data)
         out += ["### SGD with momentum at P = 16 (median iterations; the main runs' best coordinate method: %s)"
@@ -512,11 +507,8 @@ def main():
         t = psi_table(grid, clips, cmethods, ["adam", "nesterov"],
                       "% fewer than the best coordinate method, clip tuned", knob="clip")
         out += ["### Gradient clipping at P = 16 (median iterations; clip 0: off)", "", t, ""]
-        rows = []
-        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"]:
-            row = p16_row([gamma0_label(m)], collect(d, "mlp-clip-1-wp0-%s." % m), m)
-            if row:
-                rows.append(row)
+        rows = p16_rows(([gamma0_label(m)], collect(d, "mlp-clip-1-wp0-%s." % m), m)
+                        for m in ["nesterov+weight-pred", "rot-cov-bi+nesterov+weight-pred"])
         if rows:
             out += ["With prediction from the last step, clip 1:", "",
                     "| method | P = 1 | P = 16 | slowdown P=16 | per seed at 16 |", "|---|---|---|---|---|"] + rows + [""]
@@ -542,10 +534,8 @@ def main():
         data = main_data if k == "100" else {
             key: v for m in cmethods for key, v in collect(d, "mlp-kappa-%s-%s." % (k, m)).items()}
         best = min([median(data[(m, 16)]) for m in ["adam", "nesterov"] if (m, 16) in data] or [INF])
-        for m in cmethods:
-            row = p16_row([k, m], data, m, extra=[lambda t: "—" if m in COORD else pct(t, best)])
-            if row:
-                rows.append(row)
+        rows += p16_rows(([k, m], data, m, [lambda t, m=m, best=best: "—" if m in COORD else pct(t, best)])
+                         for m in cmethods)
     if any(r.startswith("| 10 ") or r.startswith("| 1000 ") for r in rows):
         out += ["### The input covariance's condition number at P = 16 (median iterations)", "",
                 "| κ | method | P = 1 | P = 16 | slowdown P=16 | % fewer than the best coordinate method | per seed at 16 |",
