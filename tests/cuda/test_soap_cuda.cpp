@@ -97,18 +97,18 @@ double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
   return worst;
 }
 
-// The block of `shapes` where |a - b| peaks, and that peak: where a host-vs-device difference sits.
+// The block of `shapes` where |a - b| peaks: where a host-vs-device difference sits.
 template <class T>
-std::pair<std::string, double> worst_block(const std::vector<BlockShape>& shapes, const std::vector<T>& a,
-                                           const std::vector<T>& b) {
-  std::pair<std::string, double> out{"", -1.0};
+std::string worst_block(const std::vector<BlockShape>& shapes, const std::vector<T>& a, const std::vector<T>& b) {
+  std::string name;
+  double worst = -1;
   std::size_t at = 0;
   for (const auto& s : shapes) {
     const std::vector<T> x(a.begin() + at, a.begin() + at + s.size()), y(b.begin() + at, b.begin() + at + s.size());
-    if (const double d = max_abs_diff(x, y); d > out.second) out = {describe(s), d};
+    if (const double d = max_abs_diff(x, y); d > worst) worst = d, name = describe(s);
     at += s.size();
   }
-  return out;
+  return name;
 }
 
 // Where the inputs come from: parameter and gradient seeds, steps, and whether the factors start full
@@ -133,7 +133,7 @@ void check_against_host(const char* what, const Opt& opt, const std::vector<Bloc
   const auto [host, st_host] = run_steps<T>(Host(), ph, grads, opt, in.full_rank);
   const auto [dev, st_dev] = run_steps<T>(Dev(), pd, grads, opt, in.full_rank);
   const double worst = max_abs_diff(host, dev);
-  const std::string block = worst_block(shapes, host, dev).first;
+  const std::string block = worst_block(shapes, host, dev);
   std::printf("%s %s, %zu batched groups: max |host - cuda| after %u steps = %.3e (in %s)\n", dbl ? "double" : "float",
               what, st_dev.basis.groups.size(), in.steps, worst, block.c_str());
   CHECK(worst <= (dbl ? 1e-10 : 1e-3));
