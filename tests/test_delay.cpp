@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numbers>
 #include <numeric>
+#include <string>
 
 using namespace delayopt;
 using delayopt::test::bitwise_equal;
@@ -160,6 +161,51 @@ TEST_CASE("DCASGD, Nesterov and weight prediction on a hand-computed two-step ca
   }
 }
 
+TEST_CASE("Nesterov per-stage momentum: a delay of `stages` or more and gamma_max < gamma are rejected", "[delay]") {
+  using E = Kokkos::DefaultHostExecutionSpace;
+  using Opt = AdamD<delay::Nesterov>;
+  // gamma rises with the delay up to gamma_max, so gamma_max < gamma is a misconfiguration; without
+  // per-stage momentum gamma_max is unused and any gamma in [0, 1) stays valid.
+  CHECK_THROWS_AS(Opt({.delay = {.gamma = 0.9, .stages = 4, .gamma_max = 0.5}}), invalid_hyperparameter);
+  CHECK_THROWS_WITH(Opt({.delay = {.gamma = 0.9, .stages = 4, .gamma_max = 0.5}}),
+                    Catch::Contains("delay::Nesterov: gamma_max = 0.5 is outside [0.9, 1)"));
+  CHECK_NOTHROW(Opt({.delay = {.gamma = 0.995}}));
+  // Delays 0 .. stages - 1 keep gamma_i in [gamma, gamma_max).
+  const delay::Nesterov::Hyper h{.gamma = 0.9, .stages = 4, .gamma_max = 0.99};
+  CHECK(delay::Nesterov::coeffs<double>(h, {.tau = 0}).gamma == 0.9);
+  CHECK(delay::Nesterov::coeffs<double>(h, {.tau = 3}).gamma < 0.99);
+  // tau = 50 would give gamma_i = 2.025 and a negative (1 - gamma_i): an ascent step. Refused before
+  // anything changes, as is tau = stages.
+  E space;
+  ParamSet<double, E> p({{"w", 1, 3}}), g({{"w", 1, 3}});
+  delayopt::test::fill_random(space, p, 5);
+  delayopt::test::fill_random(space, g, 6);
+  const Opt opt({.delay = h, .schedule = {.lr = 0.1}});
+  auto s = opt.init(space, p);
+  const auto before = host_values(p);
+  CHECK_THROWS_AS(opt.update(space, p, g, s, {.tau = 50}), invalid_hyperparameter);
+  CHECK_THROWS_WITH(opt.update(space, p, g, s, {.tau = 50}),
+                    Catch::Contains("delay::Nesterov: tau = 50 is outside [0, 4)") && Catch::Contains("stages = 4"));
+  CHECK_THROWS_AS(opt.update(space, p, g, s, {.tau = 4}), invalid_hyperparameter);
+  CHECK_THROWS_AS(delay::Nesterov::coeffs<double>(h, {.tau = 4}), invalid_hyperparameter);
+  space.fence();
+  CHECK(bitwise_equal(host_values(p), before));
+  CHECK(s.calls == 0);
+  CHECK_NOTHROW(opt.update(space, p, g, s, {.tau = 3}));
+}
+
+TEST_CASE("WeightPrediction::predict rejects a negative delay, as StepContext and the harness do", "[delay]") {
+  using E = Kokkos::DefaultHostExecutionSpace;
+  E space;
+  ParamSet<double, E> p({{"w", 1, 3}});
+  auto u = ParamSet<double, E>::zeros_like(p), out = ParamSet<double, E>::zeros_like(p);
+  CHECK_THROWS_AS(delay::WeightPrediction::predict(space, p, u, -1, out), invalid_input);
+  CHECK_THROWS_WITH(delay::WeightPrediction::predict(space, p, u, -3, out),
+                    Catch::Contains("delay::WeightPrediction::predict: negative delay tau = -3"));
+  CHECK_NOTHROW(delay::WeightPrediction::predict(space, p, u, 0, out));
+  space.fence();
+}
+
 TEST_CASE("DC-ASGD in the rotated basis differs from the coordinate-basis correction and stays finite", "[delay]") {
   using E = Kokkos::DefaultHostExecutionSpace;
   using Opt = Optimizer<basis::KroneckerEigen, moment::Adam, delay::DCASGD>;
@@ -216,6 +262,35 @@ TEST_CASE("misalignment probe: 1 for a diagonal Hessian, 1 + |a-b| |sin 2t| / (a
   const auto grad = [&](const probe::Vector& w, probe::Vector& g) { rot(w, g); };
   const auto fd = probe::misalignment(2, probe::hvp_from_gradients(grad, {0.3, -0.2}), 20000, 2);
   CHECK(fd.ratio == Approx(r.ratio).epsilon(1e-6));
+}
+
+TEST_CASE("misalignment probe: an HVP or gradient of the wrong length is a shape_mismatch", "[probe]") {
+  const std::size_t n = 4;
+  for (const std::size_t len : {std::size_t{0}, n - 1, n + 1}) {
+    CAPTURE(len);
+    const probe::Hvp bad = [&](const probe::Vector&, probe::Vector& out) { out.assign(len, 1.0); };
+    CHECK_THROWS_AS(probe::misalignment(n, bad, 8), shape_mismatch);
+    CHECK_THROWS_WITH(probe::misalignment(n, bad, 8), Catch::Contains("probe::misalignment: the HVP's output has " +
+                                                                      std::to_string(len) + " values, expected 4"));
+    // rotated() reads the inner HVP's output too.
+    const probe::Vector I{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+    probe::Vector out;
+    CHECK_THROWS_WITH(
+        probe::rotated(bad, I, n)(probe::Vector(n, 1.0), out),
+        Catch::Contains("probe::rotated: the HVP's output has " + std::to_string(len) + " values, expected 4"));
+    // hvp_from_gradients reads the gradient's output.
+    const auto grad = [&](const probe::Vector&, probe::Vector& g) { g.assign(len, 1.0); };
+    CHECK_THROWS_WITH(
+        probe::hvp_from_gradients(grad, probe::Vector(n, 0.5))(probe::Vector(n, 1.0), out),
+        Catch::Contains("probe::hvp_from_gradients: the gradient has " + std::to_string(len) + " values, expected 4"));
+  }
+  // A direction of the wrong length is refused before it is read.
+  const probe::Hvp id = [&](const probe::Vector& v, probe::Vector& out) { out = v; };
+  const auto grad = [&](const probe::Vector& w, probe::Vector& g) { g = w; };
+  probe::Vector out;
+  CHECK_THROWS_AS(probe::rotated(id, probe::Vector(n * n, 0.0), n)(probe::Vector(n - 1, 1.0), out), shape_mismatch);
+  CHECK_THROWS_WITH(probe::hvp_from_gradients(grad, probe::Vector(n, 0.5))(probe::Vector(n - 1, 1.0), out),
+                    Catch::Contains("probe::hvp_from_gradients: the direction has 3 values, expected 4"));
 }
 
 TEST_CASE("stage-aware refresh: the split spends exactly the budget, and a basis spends its share", "[refresh]") {

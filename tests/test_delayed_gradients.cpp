@@ -3,6 +3,8 @@
 #include "support/helpers.hpp"
 #include "support/spaces.hpp"
 
+#include <limits>
+
 using namespace delayopt;
 using delayopt::test::bitwise_equal;
 using delayopt::test::host_values;
@@ -60,4 +62,20 @@ TEST_CASE("harness rejects bad delays and mismatched gradients", "[sim]") {
   sim::DelayedGradients<double, E> h(grads, 2);
   ParamSet<double, E> other({{"W1", 2, 8, 6}});
   CHECK_THROWS_AS(h.push(E(), other), shape_mismatch);
+}
+
+TEST_CASE("a delay whose ring would not fit in memory is a clear error, thrown before anything is allocated", "[sim]") {
+  using E = Kokkos::DefaultHostExecutionSpace;
+  // The harness reads only shapes: an unmanaged view claiming 2^30 elements stands for a large block
+  // without allocating one (its data is never read). tau = INT_MAX asks for a ring of 2^31 x 2^30
+  // doubles, 2^64 bytes: before the check, (tau + 1) overflowed int.
+  double storage = 0;
+  Kokkos::View<double*, E::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>> big(&storage, std::size_t{1} << 30);
+  ParamSet<double, E> like;
+  like.add("big", big);
+  const int huge = std::numeric_limits<int>::max();
+  CHECK_THROWS_AS((sim::DelayedGradients<double, E>(like, huge)), invalid_input);
+  CHECK_THROWS_WITH((sim::DelayedGradients<double, E>(like, huge)),
+                    Catch::Contains("delay 2147483647 for block 'big' (1073741824) needs a ring of 2147483648 x "
+                                    "1073741824 values, more than memory can address"));
 }

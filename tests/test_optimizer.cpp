@@ -308,3 +308,20 @@ TEST_CASE("ParamSet accepts user views, rejects duplicates and non-contiguous vi
   CHECK(contains(error_of([&] { (void)set.matrix(0); }), "not a LayoutRight rank-2 block"));
   CHECK(contains(error_of([&] { (void)set.index("nope"); }), "no block named 'nope'"));
 }
+
+TEST_CASE("ParamSet built from shapes checks them as add() does: unique names, rank 1 or 2, rank-1 cols 1",
+          "[param_set]") {
+  using PS = ParamSet<double, Kokkos::DefaultHostExecutionSpace>;
+  CHECK_THROWS_AS(PS({{"w", 2, 3, 2}, {"w", 1, 4}}), shape_mismatch);
+  CHECK(contains(error_of([] {
+                   (void)PS({{"w", 2, 3, 2}, {"b", 1, 4}, {"w", 1, 4}});
+                 }),
+                 "delayopt::ParamSet: duplicate block name 'w'"));
+  CHECK(contains(error_of([] { (void)PS({{"t", 3, 2, 2}}); }), "block 't' has rank 3 (expected 1 or 2)"));
+  CHECK(contains(error_of([] { (void)PS({{"s", 0, 2}}); }), "block 's' has rank 0 (expected 1 or 2)"));
+  CHECK(contains(error_of([] { (void)PS({{"b", 1, 4, 2}}); }), "rank-1 block 'b' has cols = 2 (expected 1)"));
+  CHECK(contains(error_of([] { (void)PS({{"b", 1, 4, 1, Layout::left}}); }), "rank-1 block 'b' is LayoutLeft"));
+  const PS ok({{"W", 2, 3, 2, Layout::left}, {"b", 1, 4}});
+  CHECK(ok.num_blocks() == 2);
+  CHECK(ok.total_size() == 10);
+}

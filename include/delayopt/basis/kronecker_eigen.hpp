@@ -465,20 +465,22 @@ struct EigenbasisPolicy {
   }
 
   /// Called after a moment update (SOAP ordering refreshes here, every refresh_every updates).
+  /// `scratch` (params' shapes, free after the update) holds the momentum-source look-ahead, so a
+  /// refresh allocates nothing.
   template <class T, class ExecSpace, std::size_t N>
   static void end_step(const ExecSpace& space, const EigenSettings& s, EigenState<T, ExecSpace>& st,
                        const std::array<ParamSet<T, ExecSpace>, N>& slots, const std::vector<int>& linear_slots,
-                       const std::vector<int>& second_slots) {
+                       const std::vector<int>& second_slots, ParamSet<T, ExecSpace>& scratch) {
     const std::int64_t t = st.calls - 1;  // SOAP's step: its first call updates nothing
     if (s.ordering != Ordering::soap || !s.due(t)) return;
     // After the update the first moment already is the look-ahead momentum beta1 m + (1-beta1) g.
     const ParamSet<T, ExecSpace>* m = linear_slots.empty() ? nullptr : &slots[linear_slots[0]];
-    ParamSet<T, ExecSpace> orig;
-    if (s.source == Source::momentum && m) {
-      orig = m->clone(space);
-      EigenbasisOps<T, ExecSpace>::project_back_all(space, st, orig);
+    const bool momentum = s.source == Source::momentum && m;
+    if (momentum) {
+      scratch.assign(space, *m);
+      EigenbasisOps<T, ExecSpace>::project_back_all(space, st, scratch);
     }
-    refresh(space, s, st, slots, linear_slots, second_slots, m ? &orig : nullptr);
+    refresh(space, s, st, slots, linear_slots, second_slots, momentum ? &scratch : nullptr);
   }
 
  private:

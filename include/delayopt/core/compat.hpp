@@ -28,6 +28,9 @@ using Kokkos::Experimental::pow;
 using Kokkos::Experimental::sqrt;
 #endif
 
+/// Kokkos::Experimental::sort_by_key (the CUDA eigenbasis backend's eigenvalue re-sort) is 4.3+.
+inline constexpr bool has_sort_by_key = KOKKOS_VERSION >= 40300;
+
 /// Kokkos::is_view_v is 4.x only.
 template <class T>
 inline constexpr bool is_view_v = Kokkos::is_view<T>::value;

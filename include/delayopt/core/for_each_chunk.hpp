@@ -9,6 +9,19 @@
 
 namespace delayopt::detail {
 
+/// Kernel labels. Kokkos takes a label as std::string, so a literal would become a new string (a heap
+/// allocation past the small-string size) on every step; these are built once.
+struct Label {
+  static inline const std::string grad_sqnorm{"delayopt::grad_sqnorm"};
+  static inline const std::string fused_step{"delayopt::fused_step"};
+  static inline const std::string finish_step{"delayopt::finish_step"};
+  static inline const std::string effective_gradient{"delayopt::effective_gradient"};
+  static inline const std::string weight_difference{"delayopt::weight_difference"};
+  static inline const std::string rotated_direction{"delayopt::rotated_direction"};
+  static inline const std::string apply_increment{"delayopt::apply_increment"};
+  static inline const std::string predict_weights{"delayopt::delay::predict_weights"};
+};
+
 /// Calls f.element(f.chunk_context(c), i) for every chunk c and every i in it, unless the context's
 /// `skip` flag is set (a step cancelled on the device). Host spaces give each
 /// thread whole chunks so the inner loop runs over raw pointers and vectorizes; device spaces give

@@ -413,7 +413,8 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     return bytes;
   }
 
-  /// Deep copy of a state, enqueued on `space` (for weight stashing and checkpoints).
+  /// Deep copy of a state (for checkpoints): allocates, which fences like any Kokkos allocation,
+  /// then enqueues the copies on `space`.
   template <class T, class ExecSpace>
   static State<T, ExecSpace> clone(const ExecSpace& space, const State<T, ExecSpace>& state) {
     State<T, ExecSpace> out;
@@ -434,12 +435,12 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
   template <class T, class ExecSpace>
   void reduce_grad_sqnorm(const ExecSpace& space, const ParamSet<T, ExecSpace>& params,
                           const ParamSet<T, ExecSpace>& grads, State<T, ExecSpace>& state) const {
-    detail::sum_of_squares(space, "delayopt::grad_sqnorm", params.chunks(), grads.refs(), state.grad_sqnorm);
+    detail::sum_of_squares(space, detail::Label::grad_sqnorm, params.chunks(), grads.refs(), state.grad_sqnorm);
   }
 
   template <class T, class ExecSpace>
   void finish(const ExecSpace& space, State<T, ExecSpace>& state, bool check) const {
-    Kokkos::parallel_for("delayopt::finish_step", Kokkos::RangePolicy<ExecSpace>(space, 0, 1),
+    Kokkos::parallel_for(detail::Label::finish_step, Kokkos::RangePolicy<ExecSpace>(space, 0, 1),
                          detail::FinishStep<ExecSpace>{state.grad_sqnorm, state.counters, check});
   }
 
@@ -462,7 +463,7 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
                                                         config_.clip_global_norm,
                                                         check};
     for (int k = 0; k < Moment::slots; ++k) step.s[k] = state.moments[k].refs();
-    detail::for_each_chunk(space, "delayopt::fused_step", params.chunks(), step);
+    detail::for_each_chunk(space, detail::Label::fused_step, params.chunks(), step);
     finish(space, state, check);
   }
 
@@ -488,7 +489,7 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     auto& geff = state.scratch[0];
     auto& work = state.scratch[1];
     const bool rotated_correction = delay_in_rotated_basis();
-    detail::for_each_chunk(space, "delayopt::effective_gradient", params.chunks(),
+    detail::for_each_chunk(space, detail::Label::effective_gradient, params.chunks(),
                            detail::EffectiveGradient<Moment, Delay, T, ExecSpace>{
                                params.refs(), grads.refs(), geff.refs(), delay, state.counters, config_.moment, lr,
                                static_cast<T>(std::min(coef, 1.0)), !rotated_correction});
@@ -513,7 +514,7 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
     if constexpr (Delay::needs_stale_params) {
       if (rotated_correction) {  // dw~ = U^T (w_now - w_stale) V
         auto& dw = state.scratch[2];
-        detail::for_each_chunk(space, "delayopt::weight_difference", params.chunks(),
+        detail::for_each_chunk(space, detail::Label::weight_difference, params.chunks(),
                                detail::WeightDifference<T, ExecSpace>{params.refs(), stale_params->refs(), dw.refs()});
         compat::fence(space, "delayopt::Optimizer::update: weight difference");
         Basis::project(space, state.basis, dw, dw);
@@ -524,15 +525,15 @@ requires(detail::valid_composition<Basis, Moment, Delay, Schedule>()) class Opti
       (void)stale_params;
     }
     for (int k = 0; k < Moment::slots; ++k) dir.s[k] = state.moments[k].refs();
-    detail::for_each_chunk(space, "delayopt::rotated_direction", params.chunks(), dir);
+    detail::for_each_chunk(space, detail::Label::rotated_direction, params.chunks(), dir);
     compat::fence(space, "delayopt::Optimizer::update: rotated direction");
     Basis::project_back(space, state.basis, work);
-    detail::for_each_chunk(space, "delayopt::apply_increment", params.chunks(),
+    detail::for_each_chunk(space, detail::Label::apply_increment, params.chunks(),
                            detail::ApplyIncrement<Moment, Delay, T, ExecSpace>{params.refs(), work.refs(), delay,
                                                                                state.counters, config_.moment, lr});
     finish(space, state, false);
     compat::fence(space, "delayopt::Optimizer::update: before refresh");
-    Basis::end_step(space, settings, state.basis, state.moments, linear, second);
+    Basis::end_step(space, settings, state.basis, state.moments, linear, second, work);
   }
 
   /// Whether the delay correction acts in the rotated coordinates (delay::DCASGD::Hyper::in_rotated_basis).

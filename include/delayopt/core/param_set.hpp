@@ -12,7 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -88,8 +90,12 @@ class ParamSet {
 
   ParamSet() = default;
 
-  /// Allocates one zero-initialised buffer holding every block, each 64-byte aligned.
+  /// Allocates one zero-initialised buffer holding every block, each 64-byte aligned. Shapes are
+  /// checked as add() checks its views (unique names, rank 1 or 2, rank-1 blocks n x 1 LayoutRight):
+  /// shape_mismatch before anything is allocated.
   explicit ParamSet(const std::vector<BlockShape>& shapes, const std::string& label = "delayopt::ParamSet") {
+    for (std::size_t i = 0; i < shapes.size(); ++i)
+      check_shape("delayopt::ParamSet", std::span(shapes.data(), i), shapes[i]);
     std::size_t total = 0;
     std::vector<std::size_t> offsets;
     for (const auto& s : shapes) {
@@ -111,9 +117,9 @@ class ParamSet {
   /// Adds a user-owned rank-1 view (kept alive by this set).
   template <class... P>
   void add(const std::string& name, const Kokkos::View<T*, P...>& v) {
-    check_addable(name, v);
-    push(BlockShape{name, 1, v.extent(0), 1, Layout::right}, flat_view(v.data(), v.size()),
-         std::make_shared<Kokkos::View<T*, P...>>(v));
+    BlockShape shape{name, 1, v.extent(0), 1, Layout::right};
+    check_addable(shape, v);
+    push(std::move(shape), flat_view(v.data(), v.size()), std::make_shared<Kokkos::View<T*, P...>>(v));
     rebuild_tables();
   }
 
@@ -123,10 +129,10 @@ class ParamSet {
     using layout = typename Kokkos::View<T**, P...>::array_layout;
     static_assert(std::is_same_v<layout, Kokkos::LayoutRight> || std::is_same_v<layout, Kokkos::LayoutLeft>,
                   "delayopt::ParamSet::add: rank-2 blocks must be LayoutRight or LayoutLeft");
-    check_addable(name, v);
     const Layout lay = std::is_same_v<layout, Kokkos::LayoutLeft> ? Layout::left : Layout::right;
-    push(BlockShape{name, 2, v.extent(0), v.extent(1), lay}, flat_view(v.data(), v.size()),
-         std::make_shared<Kokkos::View<T**, P...>>(v));
+    BlockShape shape{name, 2, v.extent(0), v.extent(1), lay};
+    check_addable(shape, v);
+    push(std::move(shape), flat_view(v.data(), v.size()), std::make_shared<Kokkos::View<T**, P...>>(v));
     rebuild_tables();
   }
 
@@ -164,7 +170,9 @@ class ParamSet {
   /// Device table of chunks covering every element of every block.
   const Kokkos::View<detail::Chunk*, memory_space>& chunks() const { return chunks_; }
 
-  /// Deep copy into a new contiguous set, enqueued on `space` (no fence).
+  /// Deep copy into a new contiguous set: allocates (a Kokkos allocation zero-fills and fences, as
+  /// every allocation does), then enqueues the copy on `space`. Not for a per-step path: keep a set
+  /// and assign() into it.
   ParamSet clone(const ExecSpace& space, const std::string& label = "delayopt::ParamSet") const {
     ParamSet out(shapes(), label);
     out.assign(space, *this);
@@ -179,22 +187,23 @@ class ParamSet {
 
   /// Throws shape_mismatch naming the first block where `a` and `b` differ.
   template <class U>
-  static void require_same_shapes(const ParamSet& a, const ParamSet<U, ExecSpace>& b, const std::string& where,
-                                  const std::string& a_name, const std::string& b_name) {
+  /// (string_view: the names are literals on every step's path; strings are built only on error.)
+  static void require_same_shapes(const ParamSet& a, const ParamSet<U, ExecSpace>& b, std::string_view where,
+                                  std::string_view a_name, std::string_view b_name) {
     const std::size_t n = std::min(a.num_blocks(), b.num_blocks());
-    for (std::size_t i = 0; i < n; ++i) {
-      if (a.shape(i) == b.shape(i)) continue;
-      if (a.shape(i).name != b.shape(i).name)
-        throw shape_mismatch(where + ": block " + std::to_string(i) + " of " + b_name + " is " + describe(b.shape(i)) +
-                             " but " + a_name + " has " + describe(a.shape(i)) + " there");
-      throw shape_mismatch(where + ": block " + describe(a.shape(i)) + " of " + a_name + " does not match " +
-                           describe(b.shape(i)) + " of " + b_name);
-    }
+    std::size_t i = 0;
+    while (i < n && a.shape(i) == b.shape(i)) ++i;
+    if (i == n && a.num_blocks() == b.num_blocks()) return;
+    const std::string w(where), an(a_name), bn(b_name);
+    if (i < n && a.shape(i).name != b.shape(i).name)
+      throw shape_mismatch(w + ": block " + std::to_string(i) + " of " + bn + " is " + describe(b.shape(i)) + " but " +
+                           an + " has " + describe(a.shape(i)) + " there");
+    if (i < n)
+      throw shape_mismatch(w + ": block " + describe(a.shape(i)) + " of " + an + " does not match " +
+                           describe(b.shape(i)) + " of " + bn);
     if (a.num_blocks() > n)
-      throw shape_mismatch(where + ": block " + describe(a.shape(n)) + " of " + a_name + " is missing from " + b_name);
-    if (b.num_blocks() > n)
-      throw shape_mismatch(where + ": " + b_name + " has an extra block " + describe(b.shape(n)) + " that " + a_name +
-                           " lacks");
+      throw shape_mismatch(w + ": block " + describe(a.shape(n)) + " of " + an + " is missing from " + bn);
+    throw shape_mismatch(w + ": " + bn + " has an extra block " + describe(b.shape(n)) + " that " + an + " lacks");
   }
 
  private:
@@ -208,14 +217,28 @@ class ParamSet {
     return (n + align - 1) / align * align;
   }
 
+  /// The checks every new block passes, from the constructor and from add(): a name unique among
+  /// `earlier`, rank 1 or 2, and a rank-1 block n x 1 in LayoutRight (BlockShape's invariants).
+  static void check_shape(const std::string& where, std::span<const BlockShape> earlier, const BlockShape& s) {
+    for (const auto& e : earlier)
+      if (e.name == s.name) throw shape_mismatch(where + ": duplicate block name '" + s.name + "'");
+    if (s.rank != 1 && s.rank != 2)
+      throw shape_mismatch(where + ": block '" + s.name + "' has rank " + std::to_string(s.rank) +
+                           " (expected 1 or 2)");
+    if (s.rank == 1 && s.cols != 1)
+      throw shape_mismatch(where + ": rank-1 block '" + s.name + "' has cols = " + std::to_string(s.cols) +
+                           " (expected 1)");
+    if (s.rank == 1 && s.layout != Layout::right)
+      throw shape_mismatch(where + ": rank-1 block '" + s.name + "' is LayoutLeft (rank-1 blocks are LayoutRight)");
+  }
+
   template <class V>
-  void check_addable(const std::string& name, const V& v) const {
+  void check_addable(const BlockShape& shape, const V& v) const {
     static_assert(Kokkos::SpaceAccessibility<ExecSpace, typename V::memory_space>::accessible,
                   "delayopt::ParamSet::add: the view's memory space is not accessible from the execution space");
-    for (const auto& s : shapes_)
-      if (s.name == name) throw shape_mismatch("delayopt::ParamSet::add: duplicate block name '" + name + "'");
+    check_shape("delayopt::ParamSet::add", shapes_, shape);
     if (!v.span_is_contiguous())
-      throw shape_mismatch("delayopt::ParamSet::add: block '" + name + "' is not contiguous");
+      throw shape_mismatch("delayopt::ParamSet::add: block '" + shape.name + "' is not contiguous");
   }
 
   void push(BlockShape shape, flat_view data, std::shared_ptr<const void> keep) {

@@ -12,8 +12,15 @@ namespace delayopt {
 ///
 ///   delayopt::Stepper stepper(delayopt::Adam({.schedule = {.lr = 1e-3}}), space, params);
 ///   stepper.step(grads);   // enqueued on space
+/// step() has no stale parameters to pass, so a delay policy that needs them (delay::DCASGD) is
+/// rejected at compile time: drive such an optimizer with Optimizer::update directly.
 template <class Opt, class T, class ExecSpace>
 class Stepper {
+  static_assert(!Opt::delay_type::needs_stale_params,
+                "delayopt::Stepper: this delay policy needs the parameters each gradient was taken at "
+                "(Delay::needs_stale_params, e.g. delay::DCASGD), which step(grads) cannot pass; call "
+                "Optimizer::update(space, params, grads, state, ctx, &stale_params) instead");
+
  public:
   using state_type = typename Opt::template State<T, ExecSpace>;
 

@@ -6,7 +6,8 @@
 /// (Fisher) approximation of the Hessian. It needs the parameters the gradient was taken at
 /// (Optimizer::update's `stale_params`). With a rotated basis the correction runs in the rotated
 /// coordinates by default (`in_rotated_basis`), where a diagonal Hessian approximation is much
-/// better justified; set it false to correct in the coordinate basis before projecting.
+/// better justified; set it false to correct in the coordinate basis before projecting. With
+/// coupled L2 decay the rotated gradient it squares includes wd * w (docs/policies.md).
 #pragma once
 
 #include "delayopt/core/hyper.hpp"
@@ -14,6 +15,8 @@
 
 namespace delayopt::delay {
 
+/// DC-ASGD's Taylor correction of a stale gradient from w_now - w_stale; needs Optimizer::update's
+/// stale_params (docs/policies.md, "delay::DCASGD": g~ = g + lambda g (.) g (.) dw).
 struct DCASGD : None {
   static constexpr const char* name = "delay::DCASGD";
   static constexpr bool is_none = false;

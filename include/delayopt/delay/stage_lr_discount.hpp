@@ -15,6 +15,8 @@
 
 namespace delayopt::delay {
 
+/// PipeDream-LR's learning-rate discount lr / tau^(1 - min(t / T_c, 1)) for a stage with delay tau
+/// (docs/policies.md, "delay::StageLRDiscount").
 struct StageLRDiscount : None {
   static constexpr const char* name = "delay::StageLRDiscount";
   static constexpr bool is_none = false;

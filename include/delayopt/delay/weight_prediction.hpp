@@ -13,8 +13,12 @@
 #include "delayopt/core/param_set.hpp"
 #include "delayopt/delay/none.hpp"
 
+#include <string>
+
 namespace delayopt::delay {
 
+/// PipeMare's weight prediction: a velocity EMA (one slot) and predict(), the weights extrapolated
+/// tau steps ahead (docs/policies.md, "delay::WeightPrediction": w^ = w + tau u).
 struct WeightPrediction : None {
   static constexpr const char* name = "delay::WeightPrediction";
   static constexpr bool is_none = false;
@@ -40,14 +44,17 @@ struct WeightPrediction : None {
 
   /// out = params + tau * velocity: the weights predicted `tau` steps ahead, for the forward and
   /// backward of a gradient that will be applied tau steps from now. `velocity` is the optimizer
-  /// state's delay slot (State::delay[0]). Enqueued on `space`.
+  /// state's delay slot (State::delay[0]). Enqueued on `space`. A negative tau throws invalid_input.
   template <class T, class ExecSpace>
   static void predict(const ExecSpace& space, const ParamSet<T, ExecSpace>& params,
                       const ParamSet<T, ExecSpace>& velocity, int tau, ParamSet<T, ExecSpace>& out) {
+    if (tau < 0)
+      throw invalid_input("delay::WeightPrediction::predict: negative delay tau = " + std::to_string(tau) +
+                          " (a gradient is applied at or after the step it is taken)");
     ParamSet<T, ExecSpace>::require_same_shapes(params, velocity, "delay::WeightPrediction::predict", "params",
                                                 "velocity");
     ParamSet<T, ExecSpace>::require_same_shapes(params, out, "delay::WeightPrediction::predict", "params", "out");
-    detail::for_each_chunk(space, "delayopt::delay::predict_weights", params.chunks(),
+    detail::for_each_chunk(space, delayopt::detail::Label::predict_weights, params.chunks(),
                            Predict<T, ExecSpace>{params.refs(), velocity.refs(), out.refs(), static_cast<T>(tau)});
   }
 

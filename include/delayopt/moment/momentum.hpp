@@ -21,6 +21,8 @@
 
 namespace delayopt::moment {
 
+/// torch's SGD: heavy-ball or Nesterov momentum with one buffer slot b, or plain SGD at momentum 0
+/// (docs/policies.md, "moment::Momentum": b <- mu b + (1 - d) g, p <- p - lr u).
 struct Momentum {
   static constexpr const char* name = "moment::Momentum";
   static constexpr int slots = 1;

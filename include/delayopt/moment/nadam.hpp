@@ -22,6 +22,8 @@
 
 namespace delayopt::moment {
 
+/// Adam with a Nesterov look-ahead on the first moment, two slots m and v like Adam, in torch's or
+/// optax's form (docs/policies.md, "moment::NAdam").
 struct NAdam {
   static constexpr const char* name = "moment::NAdam";
   static constexpr int slots = 2;

@@ -20,6 +20,8 @@
 
 namespace delayopt::schedule {
 
+/// How split_refresh_budget() weighs stage i of P: uniform (1), proportional to its delay + 1 (P - i,
+/// the paper's choice) or inverse (i + 1) (docs/policies.md, "Stage-aware refresh budget").
 enum class RefreshSplit { uniform, proportional, inverse };
 
 /// Refreshes per window for each of `stages` stages; the counts add up to `total`.

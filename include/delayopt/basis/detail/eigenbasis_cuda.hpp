@@ -29,9 +29,8 @@
 #include <climits>
 #include <map>
 
-#if KOKKOS_VERSION < 40300
-#error "delayopt's CUDA eigenbasis backend needs Kokkos >= 4.3"
-#endif
+static_assert(delayopt::compat::has_sort_by_key,
+              "delayopt's CUDA eigenbasis backend needs Kokkos >= 4.3 (Kokkos::Experimental::sort_by_key)");
 
 namespace delayopt::basis::detail {
 
