@@ -12,6 +12,7 @@
 //    current weights with its own optimizer (stashing on), or the backward uses the current weights
 //    (stashing off). Fresh minibatches every step; the target is a relative held-out loss.
 // The learning rate is tuned per (method, delay, seed) on --lr-grid; each record keeps the best.
+#include <cli_checks.hpp>
 #include <delayopt/delayopt.hpp>
 #include <method_registry.hpp>
 
@@ -25,6 +26,7 @@
 #include <cmath>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -515,54 +517,54 @@ int main(int argc, char* argv[]) {
   app.add_option("--problem", problem, "quadratic, kron-lstsq or mlp")
       ->check(CLI::IsMember({"quadratic", "kron-lstsq", "mlp"}))
       ->capture_default_str();
-  app.add_option("--dim", dim, "quadratic: dimension")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--rows", rows, "kron-lstsq: rows of W")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--cols", cols, "kron-lstsq: columns of W")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--dim", dim, "quadratic: dimension")->capture_default_str()->check(delayopt::cli::positive);
+  app.add_option("--rows", rows, "kron-lstsq: rows of W")->capture_default_str()->check(delayopt::cli::positive);
+  app.add_option("--cols", cols, "kron-lstsq: columns of W")->capture_default_str()->check(delayopt::cli::positive);
   app.add_option("--kappa", kappa, "condition number of the Hessian (quadratic) or input covariance (mlp)")
       ->capture_default_str()
-      ->check(CLI::Range(1.0, 1e12));
+      ->check(delayopt::cli::number_in(1, true, 1e12, true));
   app.add_option("--noise", noise, "quadratic/kron-lstsq: gradient noise scale")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--noise-shape", noise_shape,
                  "quadratic/kron-lstsq: hessian (A^1/2 Z B^1/2, like minibatch noise) or isotropic (Z)")
       ->capture_default_str()
       ->check(CLI::IsMember({"hessian", "isotropic"}));
   app.add_option("--layers", shape.layers, "mlp: residual layers")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--width", shape.width, "mlp: width")->capture_default_str()->check(CLI::Range(1, 4096));
-  app.add_option("--batch", shape.batch, "mlp: minibatch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch", shape.batch, "mlp: minibatch size")->capture_default_str()->check(delayopt::cli::positive);
   app.add_option("--teacher-scale", shape.teacher_scale, "mlp: teacher weights ~ N(0, (scale^2) / width)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--init-scale", shape.init_scale, "mlp: initial student weights ~ N(0, (scale^2) / width)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--eval-every", shape.eval_every, "mlp: steps between held-out evaluations")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(delayopt::cli::positive);
   app.add_option("--tau", taus, "single-block problems: gradient delays (default 0,4,16)")
       ->delimiter(',')
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--stages", stages, "mlp: pipeline depths P; stage s sees delay P-1-s (default 1,4,16)")
       ->delimiter(',')
       ->check(CLI::Range(1, 4096));
   app.add_option("--stashing", stashing, "mlp: on = forward and backward on the same stashed weights")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
-  app.add_option("--seeds", seeds, "seeds")->delimiter(',')->capture_default_str();
+  app.add_option("--seeds", seeds, "seeds")->delimiter(',')->capture_default_str()->check(delayopt::cli::finite);
   app.add_option("--methods", methods, delayopt::tools::method_names())->delimiter(',')->capture_default_str();
   app.add_option("--target", target, "relative loss to reach (default 1e-3; mlp: held-out, 0.05)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(delayopt::cli::number_in(0, false, 1, false));
   app.add_option("--max-iters", max_iters, "give up after this many steps")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(delayopt::cli::positive);
   auto* grid_opt = app.add_option("--lr-grid", lrs, "learning rates tried per (method, delay, seed)")
                        ->delimiter(',')
-                       ->check(CLI::PositiveNumber);
+                       ->check(delayopt::cli::positive);
   app.add_option("--lr-min", lr_min,
                  "without --lr-grid: the quarter-decade grid runs from this rate (rounded to the grid) to 1e-1")
       ->capture_default_str()
-      ->check(CLI::Range(1e-12, 1e-1))
+      ->check(delayopt::cli::number_in(1e-12, true, 0.1, true))
       ->excludes(grid_opt);
   app.add_option("--lr-search", lr_search,
                  "full: every grid point; outward: from the previous delay's best, each direction until two "
@@ -570,59 +572,62 @@ int main(int argc, char* argv[]) {
       ->check(CLI::IsMember({"full", "outward"}))
       ->capture_default_str();
   app.add_option("--refresh-every", mo.refresh_every, "rotated bases: steps between refreshes")
-      ->check(CLI::PositiveNumber)
+      ->check(delayopt::cli::positive)
       ->capture_default_str();
   app.add_option("--basis-beta", mo.basis_beta,
                  "rotated bases: EMA factor of the Kronecker factors L, R (< 0: the moment's beta2)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(delayopt::cli::number_in(-delayopt::cli::inf, false, 1, false));
   app.add_option("--refresh-budget", refresh_budget,
                  "mlp: refreshes per --refresh-window shared by all stages (replaces --refresh-every)")
-      ->check(CLI::PositiveNumber);
+      ->check(delayopt::cli::positive);
   app.add_option("--refresh-window", refresh_window, "mlp: window of the refresh budget")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(delayopt::cli::positive);
   app.add_option("--refresh-split", refresh_split, "mlp: how the budget is split across stages")
       ->check(CLI::IsMember({"proportional", "uniform", "inverse"}));
   app.add_option("--stage-momentum", stage_momentum,
                  "mlp, NAdam methods: per-stage beta1 = BASE + tau_s (0.99 - BASE) / P (AsyncPP's adaptive "
                  "momentum; 0: beta1 0.99 everywhere)")
-      ->check(CLI::Range(0.0, 0.99));
+      ->check(delayopt::cli::number_in(0, true, 0.99, true));
   app.add_option("--nadam-beta1", mo.nadam_beta1, "NAdam methods: beta1, in [0, 1) (default 0.99)")
-      ->check(CLI::Range(0.0, 0.9999))
+      ->check(delayopt::cli::number_in(0, true, 1, false))
       ->excludes("--stage-momentum");
   app.add_option("--nadam-momentum-decay", mo.nadam_momentum_decay,
                  "NAdam methods: psi of torch's look-ahead mu_t = beta1 (1 - 0.5 * 0.96^(psi t)), in [0, 1] "
                  "(default 0.004)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(delayopt::cli::number_in(0, true, 1, true));
   app.add_option("--adam-beta1", mo.adam_beta1, "Adam methods: beta1, in [0, 1) (default 0.9)")
-      ->check(CLI::Range(0.0, 0.9999));
+      ->check(delayopt::cli::number_in(0, true, 1, false));
   app.add_option("--beta2", mo.beta2,
                  "Adam and NAdam methods: beta2, in [0, 1) (default 0.999; soap 0.95); also the L, R EMA "
                  "factor of rotated bases unless --basis-beta is given")
-      ->check(CLI::Range(0.0, 0.9999));
+      ->check(delayopt::cli::number_in(0, true, 1, false));
   app.add_option("--warmup", warmup, "mlp: linear learning-rate warmup steps")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--anneal-steps", anneal_steps, "PipeDream-LR's T_c (default: --max-iters)")
-      ->check(CLI::PositiveNumber);
+      ->check(delayopt::cli::positive);
   app.add_option("--dcasgd-lambda", mo.dcasgd_lambda, "DC-ASGD's lambda")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--wp-gamma", mo.wp_gamma, "weight prediction: EMA factor of the weight velocity, in [0, 1)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.9999));
+      ->check(delayopt::cli::number_in(0, true, 1, false));
   app.add_option("--nag-gamma", mo.nag_gamma,
                  "nag (delay::Nesterov): momentum of the weight-space look-ahead w+ = w + gamma d + (1 - gamma) "
                  "Delta, in [0, 1)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.9999));
+      ->check(delayopt::cli::number_in(0, true, 1, false));
   app.add_option("--clip", mo.clip,
                  "clip each stage's gradient to this global L2 norm before its step (0: off; the paper's code "
                  "uses 1)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_flag("--probe", probe, "also print the misalignment ||H||_11 / tr H before and after rotation");
   app.add_option("--json", json_file, "write {\"records\": [...]} here");
+  // Kokkos first: it takes its own --kokkos-* flags out of argv, which CLI11 would reject.
+  Kokkos::ScopeGuard guard(argc, argv);
   CLI11_PARSE(app, argc, argv);
   // Where the outward search starts at the first delay setting: the middle of --lr-grid; on the
   // built-in grid 10^-2.5 (or its lowest point, if --lr-min is above that), so extending the grid
@@ -650,17 +655,49 @@ int main(int argc, char* argv[]) {
     return usage_error("--refresh-budget, --stashing, --stage-momentum and --warmup apply to --problem mlp");
   if (refresh_budget > 0 && refresh_split.empty()) refresh_split = "proportional";
   if (!refresh_split.empty() && refresh_budget == 0) return usage_error("--refresh-split needs --refresh-budget");
+  if (app.count("--refresh-window") > 0 && refresh_budget == 0)
+    return usage_error("--refresh-window needs --refresh-budget");
+  const auto given = [&](std::initializer_list<const char*> flags) {
+    std::string out;
+    for (const char* f : flags)
+      if (app.count(f) > 0) out += (out.empty() ? "" : ", ") + std::string(f);
+    return out;
+  };
+  if (const auto f = given({"--dim"}); problem != "quadratic" && !f.empty())
+    return usage_error(f + " applies to --problem quadratic");
+  if (const auto f = given({"--rows", "--cols"}); problem != "kron-lstsq" && !f.empty())
+    return usage_error(f + " apply to --problem kron-lstsq");
+  if (const auto f = given({"--layers", "--width", "--batch", "--teacher-scale", "--init-scale", "--eval-every"});
+      !is_mlp && !f.empty())
+    return usage_error(f + " apply to --problem mlp");
+  if (taus.empty()) taus = {0, 4, 16};
+  if (stages.empty()) stages = {1, 4, 16};
   for (int P : stages)
     if (P > shape.layers)
       return usage_error("--stages " + std::to_string(P) + " exceeds --layers " + std::to_string(shape.layers) +
                          " (each stage needs a layer)");
-  if (taus.empty()) taus = {0, 4, 16};
-  if (stages.empty()) stages = {1, 4, 16};
+  // A delay keeps tau + 1 weight copies; one at or past --max-iters never sees a fresh gradient.
+  for (int tau : taus)
+    if (tau >= max_iters)
+      return usage_error("--tau " + std::to_string(tau) + " must be below --max-iters " + std::to_string(max_iters));
+  const auto twice = [](const auto& list) {
+    for (std::size_t i = 0; i < list.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (list[i] == list[j]) return true;
+    return false;
+  };
+  if (twice(seeds) || twice(methods) || twice(taus) || twice(stages))
+    return usage_error("--seeds, --methods, --tau and --stages each list a value at most once");
+  // Fail now, not after hours of runs, if the JSON file cannot be written (std::ios::app leaves an
+  // existing file as it is until the end).
+  if (!json_file.empty()) {
+    const bool existed = std::filesystem::exists(json_file);
+    if (!std::ofstream(json_file, std::ios::app)) return usage_error("cannot write --json " + json_file);
+    if (!existed) std::filesystem::remove(json_file);
+  }
   if (target < 0) target = is_mlp ? 0.05 : 1e-3;
   mo.anneal_steps = anneal_steps > 0 ? anneal_steps : max_iters;
   std::sort(lrs.begin(), lrs.end());
-
-  Kokkos::ScopeGuard guard(argc, argv);
   // Validate every name before any run, so a typo does not surface an hour in; and reject an option
   // that none of the methods reads, which would otherwise do nothing without a word.
   using delayopt::tools::Knob;
@@ -805,7 +842,13 @@ int main(int argc, char* argv[]) {
     if (mo.beta2 >= 0) doc["beta2"] = mo.beta2;
     if (mo.clip > 0) doc["clip"] = mo.clip;
     if (probe) doc["probe"] = probes;
-    std::ofstream(json_file) << doc.dump(1) << "\n";
+    std::ofstream out(json_file);
+    out << doc.dump(1) << "\n";
+    out.close();
+    if (!out) {
+      std::fprintf(stderr, "delayopt_convergence: writing %s failed\n", json_file.c_str());
+      return 1;
+    }
     std::printf("wrote %s\n", json_file.c_str());
   }
 }

@@ -6,8 +6,8 @@
 // learning rate is tuned on a small log grid; the table reports the best iterations-to-target.
 #include <delayopt/delayopt.hpp>
 
-#include <CLI/CLI.hpp>
 #include <Eigen/Dense>
+#include <cli_checks.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -62,32 +62,8 @@ std::optional<int> iterations_to_target(const Quadratic& q, int tau, double lr, 
   return std::nullopt;
 }
 
-}  // namespace
-
-int main(int argc, char* argv[]) {
-  CLI::App app{"delayopt demo: iterations to reach a target loss with Adam under gradient delay tau"};
-  int dim = 64, max_iters = 20000;
-  double kappa = 100, target = 1e-3;
-  unsigned seed = 0;
-  std::vector<int> taus{0, 1, 4, 16, 31};
-  std::vector<double> lrs;  // quarter-decade grid 1e-4 .. 1e-1
-  for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));
-  app.add_option("--dim", dim, "problem dimension")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--kappa", kappa, "condition number of H")->capture_default_str()->check(CLI::Range(1.0, 1e12));
-  app.add_option("--target", target, "relative loss f/f0 to reach")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  app.add_option("--max-iters", max_iters, "give up after this many steps")->capture_default_str();
-  app.add_option("--taus", taus, "gradient delays to run")
-      ->capture_default_str()
-      ->delimiter(',')
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--lr-grid", lrs, "learning rates tried per delay")
-      ->capture_default_str()
-      ->delimiter(',')
-      ->check(CLI::PositiveNumber);
-  app.add_option("--seed", seed, "random seed")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-
-  Kokkos::ScopeGuard guard(argc, argv);
+void run(int dim, double kappa, double target, int max_iters, const std::vector<int>& taus,
+         const std::vector<double>& lrs, unsigned seed) {
   const Quadratic q(dim, kappa, seed);
   std::printf("Adam on a rotated quadratic: dim %d, kappa %.0f, target f/f0 <= %.0e, lr tuned over %zu values\n\n", dim,
               kappa, target, lrs.size());
@@ -118,4 +94,50 @@ int main(int argc, char* argv[]) {
       "\n(%.1f s) On one delayed block every first-order method pays O(tau): the stable step size\n"
       "shrinks with the delay. docs/design.md explains the delay model.\n",
       sec);
+}
+
+}  // namespace
+
+int main(int argc, char* argv[]) {
+  CLI::App app{"delayopt demo: iterations to reach a target loss with Adam under gradient delay tau"};
+  int dim = 64, max_iters = 20000;
+  double kappa = 100, target = 1e-3;
+  unsigned seed = 0;
+  std::vector<int> taus{0, 1, 4, 16, 31};
+  std::vector<double> lrs;  // quarter-decade grid 1e-4 .. 1e-1
+  for (int k = 0; k <= 12; ++k) lrs.push_back(1e-4 * std::pow(10.0, k / 4.0));
+  app.add_option("--dim", dim, "problem dimension")->capture_default_str()->check(delayopt::cli::positive);
+  app.add_option("--kappa", kappa, "condition number of H")
+      ->capture_default_str()
+      ->check(delayopt::cli::number_in(1, true, 1e12, true));
+  app.add_option("--target", target, "relative loss f/f0 to reach")
+      ->capture_default_str()
+      ->check(delayopt::cli::number_in(0, false, 1, false));
+  app.add_option("--max-iters", max_iters, "give up after this many steps")
+      ->capture_default_str()
+      ->check(delayopt::cli::positive);
+  app.add_option("--taus", taus, "gradient delays to run")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(delayopt::cli::non_negative);
+  app.add_option("--lr-grid", lrs, "learning rates tried per delay")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(delayopt::cli::positive);
+  app.add_option("--seed", seed, "random seed")->capture_default_str();
+  // Kokkos first: it takes its own --kokkos-* flags out of argv, which CLI11 would reject.
+  Kokkos::ScopeGuard guard(argc, argv);
+  CLI11_PARSE(app, argc, argv);
+  // A delay keeps tau + 1 copies of the weights; one at or past --max-iters never sees a fresh gradient.
+  for (int tau : taus)
+    if (tau >= max_iters) {
+      std::fprintf(stderr, "delayopt_demo: --taus %d must be below --max-iters %d\n", tau, max_iters);
+      return 2;
+    }
+  try {
+    run(dim, kappa, target, max_iters, taus, lrs, seed);
+  } catch (const std::exception& e) {  // e.g. a Kokkos allocation failure for a large --dim
+    std::fprintf(stderr, "delayopt_demo: %s\n", e.what());
+    return 1;
+  }
 }

@@ -222,9 +222,9 @@ TEST_CASE("method registry: predict() for weight prediction, needs_stale() for D
 TEST_CASE("method registry: unknown names list the known ones", "[registry]") {
   const E space;
   Set params(delayopt::test::small_shapes());
-  for (const char* bad :
-       {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", "nesterov+nesterov",
-        "rot-cov-bi+nesterov+nesterov", "rot-cov-bi+nesterov+", "dcasgd+weight-pred", "nag+dcasgd", ""}) {
+  for (const char* bad : {"adamm", "adam+nesterov", "rot-cov-bi+foo", "rot-cov-bi+dcasgd+nesterov", "nesterov+nesterov",
+                          "rot-cov-bi+nesterov+nesterov", "rot-cov-bi+nesterov+", "dcasgd+weight-pred", "nag+dcasgd",
+                          "", "adam+", "rot-cov-bi+", "nesterov+", "sgd+", "full-eigen+", "+"}) {
     INFO(bad);
     try {
       tools::make_method(bad, {}, space, params);

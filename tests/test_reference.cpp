@@ -6,6 +6,8 @@
 #include <replay.hpp>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <tuple>
 
@@ -40,6 +42,36 @@ TEST_CASE("reference problems: closed-form gradients match the stored ones", "[r
       for (std::size_t i = 0; i < g.size(); ++i) REQUIRE(std::abs(g[i] - ref[i]) <= 1e-15);
     }
   }
+}
+
+TEST_CASE("reference files: a damaged run or a mismatched problem is an error, not a read past the end",
+          "[reference]") {
+  const auto original = read_json(data("quad__adam.json"));
+  const auto damaged = [&](auto&& edit) {
+    auto j = original;
+    edit(j);
+    const auto path = std::filesystem::temp_directory_path() / "delayopt_test_damaged_run.json";
+    std::ofstream(path) << j.dump();
+    return path.string();
+  };
+  const std::string name = original.at("param_names").at(0);
+  CHECK_THROWS_WITH(load_run(damaged([&](auto& j) { j["trajectory"][3]["params"][name].erase(0); })),
+                    Catch::Contains("trajectory[3] value of '" + name + "'"));
+  CHECK_THROWS_WITH(load_run(damaged([&](auto& j) { j["trajectory"][0]["params"].erase(name); })),
+                    Catch::Contains("trajectory[0] value of '" + name + "' is missing"));
+  CHECK_THROWS_WITH(load_run(damaged([](auto& j) {
+                      j["steps"] = 0;
+                      j["trajectory"] = nlohmann::json::array();
+                    })),
+                    Catch::Contains("nothing to replay"));
+
+  const Run run = load_run(data("quad__adam.json"));
+  Problem problem = load_problem(data("problems.json"), run.problem);
+  CHECK_NOTHROW(check_compatible(problem, run));
+  problem.A.at(name) = RowMatrix::Identity(2, 2);
+  CHECK_THROWS_WITH(check_compatible(problem, run), Catch::Contains("'" + name + "': its A is not"));
+  problem.A.erase(name);
+  CHECK_THROWS_WITH(check_compatible(problem, run), Catch::Contains("the problem has no A for it"));
 }
 
 // Replays one torch run file free-running (replay_adam, replay_nadam or replay_sgd) in precision T

@@ -4,7 +4,7 @@
 //   delayopt_replay --problems tests/data/problems.json --run tests/data/quad__soap64_f10.json --tol 1e-6
 #include "replay.hpp"
 
-#include <CLI/CLI.hpp>
+#include <cli_checks.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -18,19 +18,28 @@ int main(int argc, char** argv) {
   int from_call = -1;
   app.add_option("--problems", problems_file, "problems.json of the run")->required()->check(CLI::ExistingFile);
   app.add_option("--run", run_file, "run file (<problem>__<run>.json)")->required()->check(CLI::ExistingFile);
-  app.add_option("--tol", tol, "max abs deviation allowed on any parameter")->capture_default_str();
+  app.add_option("--tol", tol, "max abs deviation allowed on any parameter")
+      ->capture_default_str()
+      ->check(delayopt::cli::non_negative);
   app.add_option("--dtype", dtype, "precision of the replay")
       ->check(CLI::IsMember({"double", "float"}))
       ->capture_default_str();
   app.add_option("--from-call", from_call,
-                 "SOAP runs: start from the snapshot after this call (default: the file's handoff_call)");
-  CLI11_PARSE(app, argc, argv);
-
+                 "SOAP runs: start from the snapshot after this call (default: the file's handoff_call)")
+      ->check(delayopt::cli::non_negative);
+  // Kokkos first: it takes its own --kokkos-* flags out of argv, which CLI11 would reject.
   Kokkos::ScopeGuard guard(argc, argv);
+  CLI11_PARSE(app, argc, argv);
   try {
     using namespace delayopt::reference;
     const Run run = load_run(run_file);
     const Problem problem = load_problem(problems_file, run.problem);
+    check_compatible(problem, run);
+    if (from_call >= 0 && !is_soap_run(run))
+      throw delayopt::invalid_input("--from-call applies to SOAP runs (snapshots); '" + run.name + "' is " + run.impl);
+    if (from_call >= run.steps)
+      throw delayopt::invalid_input("--from-call " + std::to_string(from_call) + ": the run has calls 1.." +
+                                    std::to_string(run.steps) + ", so nothing would be replayed");
     Kokkos::DefaultHostExecutionSpace space;
     Deviation dev;
     if (is_soap_run(run)) {

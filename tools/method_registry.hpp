@@ -359,7 +359,8 @@ AnyMethod<T, Space> make_method(const std::string& name, const MethodOptions& o,
   const auto unknown = [&] {
     return std::invalid_argument("unknown method '" + name + "' (known: " + method_names() + ")");
   };
-  // comp: empty, a compensation, or nesterov+<delay compensation>.
+  // comp: empty (no '+' at all: "adam+" is not "adam"), a compensation, or nesterov+<delay compensation>.
+  if (plus != std::string::npos && comp.empty()) throw unknown();
   const auto nadam_comp = detail::nadam_delay(comp);
   if (!comp.empty() && comp != "nesterov" && !is_delay_policy(comp) && !(nadam_comp && is_delay_policy(*nadam_comp)))
     throw unknown();

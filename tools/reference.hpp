@@ -106,6 +106,28 @@ inline Problem load_problem(const std::string& problems_file, const std::string&
   return p;
 }
 
+/// Throws unless every parameter of `run` has its data in `problem`, with matching sizes.
+inline void check_compatible(const Problem& problem, const Run& run) {
+  for (const auto& n : run.param_names) {
+    const Shape& s = run.shapes.at(n);
+    const auto fail = [&](const std::string& why) {
+      return invalid_input("run '" + run.name + "', parameter '" + n + "': " + why);
+    };
+    if (problem.kind == "quad") {
+      const auto a = problem.A.find(n);
+      if (a == problem.A.end()) throw fail("the problem has no A for it");
+      if (static_cast<std::size_t>(a->second.rows()) != s.size() || a->second.cols() != a->second.rows())
+        throw fail("its A is not " + std::to_string(s.size()) + " x " + std::to_string(s.size()));
+    } else {
+      const auto x = problem.X.find(n), y = problem.Y.find(n);
+      if (x == problem.X.end() || y == problem.Y.end()) throw fail("the problem has no X and Y for it");
+      if (static_cast<std::size_t>(x->second.cols()) != s.rows || y->second.rows() != x->second.rows() ||
+          static_cast<std::size_t>(y->second.cols()) != s.cols)
+        throw fail("X and Y do not match its shape");
+    }
+  }
+}
+
 inline Named named_from(const nlohmann::json& j) {
   Named out;
   for (auto& [k, v] : j.items()) out[k] = v.get<Vec>();
@@ -129,14 +151,22 @@ inline Run load_run(const std::string& run_file) {
       r.shapes[n] = Shape{s[0], s.size() > 1 ? s[1] : 1, static_cast<int>(s.size())};
     }
     r.steps = j.at("steps");
+    if (r.steps < 1) throw invalid_input("steps = " + std::to_string(r.steps) + ": nothing to replay");
     r.initial = named_from(j.at("initial"));
     for (const auto& e : j.at("trajectory")) {
       r.trajectory.push_back(named_from(e.at("params")));
       r.loss_before.push_back(e.at("loss_before"));
     }
-    for (const auto& n : r.param_names)
-      if (!r.initial.count(n) || r.initial[n].size() != r.shapes[n].size())
-        throw invalid_input("initial value of '" + n + "' does not match its shape");
+    // Every value the replay compares against, so a truncated file is an error, not a read past its end.
+    const auto check = [&](const Named& values, const std::string& where) {
+      for (const auto& n : r.param_names)
+        if (!values.count(n) || values.at(n).size() != r.shapes[n].size())
+          throw invalid_input(where + " value of '" + n + "' is missing or does not match its shape (" +
+                              std::to_string(r.shapes[n].size()) + " values)");
+    };
+    check(r.initial, "initial");
+    for (std::size_t c = 0; c < r.trajectory.size(); ++c)
+      check(r.trajectory[c], "trajectory[" + std::to_string(c) + "]");
     if (static_cast<int>(r.trajectory.size()) != r.steps) throw invalid_input("trajectory length != steps");
   } catch (const nlohmann::json::exception& e) {
     throw invalid_input("'" + run_file + "': " + e.what());

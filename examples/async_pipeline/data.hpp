@@ -139,7 +139,7 @@ inline Dataset synthetic_text(int context, std::uint64_t seed, const std::string
 /// are scaled to [0, 1]. Falls back to synthetic_dense when the file is missing or malformed.
 inline Dataset load_digits(const std::string& path, std::uint64_t seed) {
   const std::string text = detail::gunzip(path);
-  if (text.empty()) return synthetic_dense(seed, path + " not found; install python3-sklearn");
+  if (text.empty()) return synthetic_dense(seed, path + " not found or not gzip-compressed; install python3-sklearn");
   Dataset d;
   d.features = 64;
   d.classes = 10;

@@ -13,6 +13,10 @@
 #include <map>
 #include <optional>
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>  // environ
+
 namespace {
 
 using namespace pipeline;
@@ -37,6 +41,25 @@ std::vector<double> smoothed(const std::vector<double>& loss, int window) {
   return out;
 }
 
+/// `text` as a gnuplot single-quoted string (a quote inside is doubled).
+std::string gp_quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+/// Runs `gnuplot script`, without a shell (so no quoting of user paths); its exit status, or -1 when
+/// gnuplot could not be started.
+int run_gnuplot(const std::filesystem::path& script) {
+  std::string prog = "gnuplot", arg = script.string();
+  char* argv[] = {prog.data(), arg.data(), nullptr};
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv, environ) != 0) return -1;
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status) == 127 ? -1 : WEXITSTATUS(status);  // 127: exec failed in the child
+}
+
 /// losses.csv (smoothed loss per run) and loss.png through gnuplot. Returns what it wrote.
 std::string write_plot(const std::filesystem::path& dir, const std::vector<Run>& runs, int window, double target) {
   std::filesystem::create_directories(dir);
@@ -57,7 +80,7 @@ std::string write_plot(const std::filesystem::path& dir, const std::vector<Run>&
   out.close();
   std::map<std::string, int> color;
   std::ofstream g(gp);
-  g << "set terminal pngcairo size 1100,650 font ',11'\nset output '" << png.string() << "'\n"
+  g << "set terminal pngcairo size 1100,650 font ',11'\nset output " << gp_quoted(png.string()) << "\n"
     << "set datafile separator ','\nset logscale y\nset format y '%g'\nset grid\nset key outside right\n"
     << "set xlabel 'iteration (optimizer step)'\nset ylabel 'training loss (mean of last " << window << " steps)'\n"
     << "set title \"delayopt async pipeline, PipeDream 1F1B: P=1 solid, deeper pipelines dashed\\n(at P=1 a method and "
@@ -65,14 +88,15 @@ std::string write_plot(const std::filesystem::path& dir, const std::vector<Run>&
     << "plot " << target << " with lines lc 'black' lw 1 dt 3 title 'target'";
   for (std::size_t k = 0; k < runs.size(); ++k) {
     const int c = color.emplace(runs[k].method, static_cast<int>(color.size()) + 1).first->second;
-    g << ", '" << csv.string() << "' using 1:" << k + 2 << " with lines lw 2 lc " << c << " dt "
+    g << ", " << gp_quoted(csv.string()) << " using 1:" << k + 2 << " with lines lw 2 lc " << c << " dt "
       << (runs[k].stages == 1 ? 1 : 2) << " title '" << runs[k].method << " P=" << runs[k].stages << "'";
   }
   g << '\n';
   g.close();
-  const std::string cmd = "gnuplot '" + gp.string() + "' 2>&1";
-  if (std::system(cmd.c_str()) != 0 || !std::filesystem::exists(png))
-    return csv.string() + " and " + gp.string() + " (no PNG: gnuplot missing or failed; install gnuplot-nox)";
+  const int status = run_gnuplot(gp);
+  if (status < 0) return csv.string() + " and " + gp.string() + " (no PNG: gnuplot not found; install gnuplot-nox)";
+  if (status != 0 || !std::filesystem::exists(png))
+    return csv.string() + " and " + gp.string() + " (no PNG: gnuplot failed on the script; see above)";
   return png.string() + " (curves in " + csv.string() + ")";
 }
 
@@ -90,17 +114,21 @@ int main(int argc, char* argv[]) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--methods", methods, "methods: " + method_names())->delimiter(',')->capture_default_str();
-  app.add_option("--steps", o.steps, "optimizer steps per run")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--target", o.target, "loss target (default: 0.05 digits, 2.2 text)")->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", o.steps, "optimizer steps per run")->check(delayopt::cli::positive)->capture_default_str();
+  app.add_option("--target", o.target, "loss target (default: 0.05 digits, 2.2 text)")
+      ->check(delayopt::cli::non_negative);
   app.add_option("--model", o.model, "mlp (digits) or charlm (fortunes text; slower, try --steps 3000)")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, ModelKind>{{"mlp", ModelKind::mlp}, {"charlm", ModelKind::charlm}}));
   app.add_option("--data", o.data, "digits, text or synthetic (default: by model)")
       ->transform(CLI::CheckedTransformer(std::map<std::string, DataKind>{
           {"digits", DataKind::digits}, {"text", DataKind::text}, {"synthetic", DataKind::synthetic}}));
-  app.add_option("--blocks", o.blocks, "hidden blocks (a multiple of every P)")->capture_default_str();
-  app.add_option("--hidden", o.hidden, "hidden width (default 64)");
-  app.add_option("--lr", o.lr, "one learning rate for every method (default: each method's)");
+  app.add_option("--blocks", o.blocks, "hidden blocks (a multiple of every P)")
+      ->check(delayopt::cli::positive)
+      ->capture_default_str();
+  app.add_option("--hidden", o.hidden, "hidden width (default 64)")->check(delayopt::cli::positive);
+  app.add_option("--lr", o.lr, "one learning rate for every method (default: each method's)")
+      ->check(delayopt::cli::positive);
   app.add_flag("!--no-stashing", o.stashing, "run without weight stashing");
   app.add_option("--seed", o.seed, "seed")->capture_default_str();
   app.add_option("--out", out_dir, "directory for losses.csv and loss.png")->capture_default_str();
@@ -109,6 +137,9 @@ int main(int argc, char* argv[]) {
   setenv("OMP_PROC_BIND", "false", 0);  // one OpenMP thread: binding is moot; keeps Kokkos quiet
   Kokkos::ScopeGuard guard(kokkos_settings());
   try {
+    // Every name before the first run, so a typo does not surface after minutes of training.
+    for (const auto& m : methods)
+      make_method<Real, Space>(m, {}, Space(), delayopt::ParamSet<Real, Space>({{"W", 2, 2, 2}}));
     const auto data = load_data(o);
     const double target = default_target(o, *data);
     std::printf(

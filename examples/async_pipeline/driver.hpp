@@ -8,10 +8,11 @@
 #include "methods.hpp"
 #include "model.hpp"
 
-#include <CLI/CLI.hpp>
+#include <cli_checks.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -128,38 +129,40 @@ inline void add_options(CLI::App& app, RunOptions& o) {
           {"digits", DataKind::digits}, {"text", DataKind::text}, {"synthetic", DataKind::synthetic}}));
   app.add_option("--data-path", o.data_path, "digits.csv.gz or a directory of fortune files (default: Debian's)");
   app.add_option("--method", o.method, "optimizer: " + method_names())->capture_default_str();
-  app.add_option("--lr", o.lr, "learning rate (default: the method's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr", o.lr, "learning rate (default: the method's)")->check(delayopt::cli::non_negative);
   app.add_option("--lr-horizon", o.horizon, "PipeDream-LR horizon T in steps (default: --steps)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(delayopt::cli::number_in(0, true, 1e12, true))
       ->each(given("--lr-horizon"));
   app.add_option("--dcasgd-lambda", o.dcasgd_lambda, "DC-ASGD's lambda (dcasgd, <base>+dcasgd)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(delayopt::cli::non_negative)
       ->capture_default_str()
       ->each(given("--dcasgd-lambda"));
   app.add_option("--wp-gamma", o.wp_gamma,
                  "weight prediction's EMA factor of the weight velocity, in [0, 1) (weight-pred, <base>+weight-pred)")
-      ->check(CLI::Range(0.0, 0.9999))
+      ->check(delayopt::cli::number_in(0, true, 1, false))
       ->capture_default_str()
       ->each(given("--wp-gamma"));
   app.add_option("--nag-gamma", o.nag_gamma,
                  "delay::Nesterov's look-ahead momentum, in [0, 1) (nag, <base>+nag, <base>+nesterov+nag)")
-      ->check(CLI::Range(0.0, 0.9999))
+      ->check(delayopt::cli::number_in(0, true, 1, false))
       ->capture_default_str()
       ->each(given("--nag-gamma"));
   app.add_option("--clip", o.clip, "clip each stage's gradient to this global L2 norm before its update (0: off)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(delayopt::cli::non_negative)
       ->capture_default_str();
-  app.add_option("--steps", o.steps, "optimizer updates per stage")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", o.steps, "optimizer updates per stage")
+      ->check(delayopt::cli::positive)
+      ->capture_default_str();
   app.add_flag("!--no-stashing", o.stashing, "async: backward with the current weights, not the forward's");
   app.add_option("--schedule", o.schedule, "async (PipeDream 1F1B) or sync (GPipe with flush)")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Schedule>{{"async", Schedule::async_1f1b}, {"sync", Schedule::sync_gpipe}}));
   app.add_option("--microbatches", o.microbatches, "sync: microbatches per update (default: P)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", o.batch, "samples per microbatch")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--hidden", o.hidden, "hidden width (default 64 mlp, 128 charlm)")->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
+  app.add_option("--batch", o.batch, "samples per microbatch")->check(delayopt::cli::positive)->capture_default_str();
+  app.add_option("--hidden", o.hidden, "hidden width (default 64 mlp, 128 charlm)")->check(delayopt::cli::non_negative);
   app.add_option("--blocks", o.blocks, "hidden blocks, a multiple of --stages")
-      ->check(CLI::PositiveNumber)
+      ->check(delayopt::cli::positive)
       ->capture_default_str();
   app.add_flag_callback(
       "--layer-norm", [&o] { o.layer_norm = true; }, "layer norm in every block (default for charlm)");
@@ -169,22 +172,33 @@ inline void add_options(CLI::App& app, RunOptions& o) {
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Activation>{{"tanh", Activation::tanh}, {"relu", Activation::relu}}));
   app.add_option("--context", o.context, "charlm: characters of context")
-      ->check(CLI::PositiveNumber)
+      ->check(delayopt::cli::positive)
       ->capture_default_str();
-  app.add_option("--embed", o.embed, "charlm: embedding width")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--embed", o.embed, "charlm: embedding width")->check(delayopt::cli::positive)->capture_default_str();
   app.add_option("--seed", o.seed, "initialisation and sampling seed")->capture_default_str();
   app.add_option("--queue-capacity", o.queue_capacity, "messages buffered per channel (threads and mpi)")
-      ->check(CLI::PositiveNumber)
+      ->check(delayopt::cli::positive)
       ->capture_default_str();
   app.add_option("--target", o.target, "loss target for iterations_to_target (default: by data)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--window", o.window, "steps averaged for the smoothed loss")
-      ->check(CLI::PositiveNumber)
+      ->check(delayopt::cli::positive)
       ->capture_default_str();
   app.add_option("--progress-every", o.progress_every, "print a progress line every N steps (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(delayopt::cli::non_negative);
   app.add_option("--json", o.json, "write the run's record (staleness, loss, steps_per_sec, ...) here");
   app.add_option("--inject-failure", o.inject_failure, "testing: STAGE:MICROBATCH throws in that forward pass");
+}
+
+/// Rejects an option that the rest of the command line makes do nothing, as delayopt_convergence
+/// does: a flag that silently has no effect reads like a result that it made no difference.
+inline void check_options(const CLI::App& app, const RunOptions& o) {
+  if (o.schedule == Schedule::async_1f1b && app.count("--microbatches") > 0)
+    throw std::invalid_argument("--microbatches applies to --schedule sync (async 1F1B updates once per microbatch)");
+  if (o.schedule == Schedule::sync_gpipe && !o.stashing)
+    throw std::invalid_argument("--no-stashing applies to --schedule async (GPipe has no stale weights to stash)");
+  if (o.model == ModelKind::mlp && (app.count("--context") > 0 || app.count("--embed") > 0))
+    throw std::invalid_argument("--context and --embed apply to --model charlm");
 }
 
 /// The network for `o` on data `d`.
@@ -218,7 +232,12 @@ inline std::shared_ptr<const Dataset> load_data(const RunOptions& o) {
     return std::make_shared<const Dataset>(synthetic_text(o.context, o.seed, "requested with --data synthetic"));
   if (o.model == ModelKind::mlp && o.data_kind() == DataKind::text)
     throw std::invalid_argument("--model mlp classifies digits; use --model charlm for --data text");
-  return std::make_shared<const Dataset>(load_dataset(o.data_kind(), o.data_path, o.context, o.seed));
+  auto d = load_dataset(o.data_kind(), o.data_path, o.context, o.seed);
+  // The synthetic fallback is for Debian's default files; a path the user named must load.
+  if (!o.data_path.empty() && d.synthetic && o.data_kind() != DataKind::synthetic)
+    throw std::invalid_argument("--data-path " + o.data_path + " could not be loaded as --data " + name(o.data_kind()) +
+                                " (" + d.source + ")");
+  return std::make_shared<const Dataset>(std::move(d));
 }
 
 inline double default_target(const RunOptions& o, const Dataset& d) {
@@ -236,10 +255,20 @@ inline PipelineConfig make_config(const RunOptions& o) {
   c.microbatches = o.microbatches_per_step();
   c.queue_capacity = o.queue_capacity;
   if (!o.inject_failure.empty()) {
-    const auto colon = o.inject_failure.find(':');
-    if (colon == std::string::npos) throw std::invalid_argument("--inject-failure wants STAGE:MICROBATCH");
-    c.fail_stage = std::stoi(o.inject_failure.substr(0, colon));
-    c.fail_microbatch = std::stoll(o.inject_failure.substr(colon + 1));
+    // A failure that can never fire would let a test of the failure path pass without one.
+    const std::string& f = o.inject_failure;
+    const std::int64_t microbatches = o.steps * c.microbatches;
+    const auto whole = [](std::string_view text, auto& value) {
+      const auto r = std::from_chars(text.data(), text.data() + text.size(), value);
+      return r.ec == std::errc() && r.ptr == text.data() + text.size();
+    };
+    const auto colon = f.find(':');
+    if (colon == std::string::npos || !whole(std::string_view(f).substr(0, colon), c.fail_stage) ||
+        !whole(std::string_view(f).substr(colon + 1), c.fail_microbatch) || c.fail_stage < 0 ||
+        c.fail_stage >= o.stages || c.fail_microbatch < 0 || c.fail_microbatch >= microbatches)
+      throw std::invalid_argument("--inject-failure " + f + ": wants STAGE:MICROBATCH with 0 <= STAGE < " +
+                                  std::to_string(o.stages) + " and 0 <= MICROBATCH < " + std::to_string(microbatches) +
+                                  " (the run's microbatches)");
   }
   return c;
 }
@@ -337,6 +366,9 @@ inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Da
   j["method"] = o.method;
   j["lr"] = o.lr > 0 ? o.lr : default_lr(o.method);  // the rate that ran
   j["lr_default"] = o.lr <= 0;
+  j["seed"] = o.seed;
+  j["clip"] = o.clip;
+  j["activation"] = o.activation == Activation::tanh ? "tanh" : "relu";
   j["model"] = name(o.model);
   j["data"] = name(o.data_kind());
   j["data_source"] = d.source;

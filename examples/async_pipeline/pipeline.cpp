@@ -179,6 +179,13 @@ int main(int argc, char* argv[]) {
       "pipeline over threads or MPI; see docs/pipeline.md"};
   add_options(app, o);
   CLI11_PARSE(app, argc, argv);
+  try {
+    check_options(app, o);
+    (void)make_config(o);  // parses --inject-failure
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "delayopt_pipeline: %s\n", e.what());
+    return 2;
+  }
   setenv("OMP_PROC_BIND", "false", 0);  // one OpenMP thread (kokkos_settings): binding is moot; keeps Kokkos quiet
   if (o.transport == "threads") return run_threads_transport(o);
 #if DELAYOPT_PIPELINE_MPI
