@@ -245,6 +245,16 @@ TEST_CASE("CUDA bases stay orthonormal on non-square blocks, on every path", "[c
   }
 }
 
+// cuBLAS/cuSOLVER and the factor kernels index a side x side factor with int: a rotated side above
+// 46340 is refused before anything is allocated (a 46341 x 2 block holds only 92682 values).
+TEST_CASE("CUDA eigenbasis refuses a rotated side whose factor int indices would overflow", "[cuda][soap]") {
+  ParamSet<float, Dev> pd({{"tall", 2, 46341, 2, Layout::right}});
+  const SOAP wide({.basis = {.max_dim = 50000}, .schedule = {.lr = 1e-3}});
+  CHECK_THROWS_AS(wide.init(Dev(), pd), invalid_hyperparameter);
+  const SOAP capped({.basis = {.max_dim = 46340}, .schedule = {.lr = 1e-3}});  // the long side stays unrotated
+  CHECK_NOTHROW(capped.init(Dev(), pd));
+}
+
 // A factor that turns NaN (overflow in a user's gradients, a corrupted restore) makes every refresh
 // of that side fail: the batched commit must keep that block's basis and count each failure exactly
 // as the one-by-one path does, and leave the other blocks of its group alone.

@@ -1,5 +1,5 @@
 /// \file delayopt/linalg/cuda.hpp
-/// \brief cuBLAS / cuSOLVER for the rotated bases on CUDA memory: process-wide handles bound to the
+/// \brief cuBLAS / cuSOLVER for the rotated bases on CUDA memory: per-thread handles bound to the
 /// caller's stream, and float/double overloads of the few routines the bases use. Column-major, as
 /// the libraries are; callers pass row-major matrices as their column-major transposes.
 ///
@@ -13,7 +13,12 @@
 #include <cusolverDn.h>
 #include <Kokkos_Core.hpp>
 
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace delayopt::linalg::cuda {
 
@@ -28,23 +33,19 @@ inline void check(cusolverStatus_t s, const char* what) {
                 ")");
 }
 
-/// cuBLAS and cuSOLVER handles: created on first use, destroyed by Kokkos::finalize (as Kokkos
-/// Kernels' singletons are), bound to the stream of each call.
+/// cuBLAS and cuSOLVER handles, one pair per host thread (NVIDIA's advice: a handle shared by
+/// threads would race on its stream binding, e.g. pipeline stages each driving their own stream).
+/// Created on a thread's first call, all destroyed by Kokkos::finalize (as Kokkos Kernels'
+/// singletons are); bound to the stream of each call.
 class Handles {
  public:
   static Handles& on(cudaStream_t stream) {
-    Handles*& h = instance();
-    if (!h) {
-      h = new Handles;
-      check(cublasCreate(&h->blas), "cublasCreate");
-      check(cusolverDnCreate(&h->solver), "cusolverDnCreate");
-      Kokkos::push_finalize_hook([] {
-        Handles*& p = instance();
-        cublasDestroy(p->blas);
-        cusolverDnDestroy(p->solver);
-        delete p;
-        p = nullptr;
-      });
+    thread_local Handles* h = nullptr;
+    thread_local std::uint64_t generation = 0;
+    Registry& r = registry();
+    if (!h || generation != r.generation.load()) {  // first call, or the handles died with Kokkos
+      h = r.create();
+      generation = r.generation.load();
     }
     check(cublasSetStream(h->blas, stream), "cublasSetStream");
     check(cusolverDnSetStream(h->solver, stream), "cusolverDnSetStream");
@@ -54,9 +55,39 @@ class Handles {
   cusolverDnHandle_t solver = nullptr;
 
  private:
-  static Handles*& instance() {
-    static Handles* h = nullptr;
-    return h;
+  struct Registry {
+    std::mutex mutex;
+    std::vector<std::unique_ptr<Handles>> all;
+    std::atomic<std::uint64_t> generation{1};
+    bool hooked = false;
+
+    Handles* create() {
+      auto h = std::make_unique<Handles>();
+      check(cublasCreate(&h->blas), "cublasCreate");
+      if (const auto s = cusolverDnCreate(&h->solver); s != CUSOLVER_STATUS_SUCCESS) {
+        cublasDestroy(h->blas);
+        check(s, "cusolverDnCreate");
+      }
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (!hooked) Kokkos::push_finalize_hook([] { registry().destroy_all(); });
+      hooked = true;
+      all.push_back(std::move(h));
+      return all.back().get();
+    }
+    void destroy_all() {
+      const std::lock_guard<std::mutex> lock(mutex);
+      for (auto& h : all) {
+        cublasDestroy(h->blas);
+        cusolverDnDestroy(h->solver);
+      }
+      all.clear();
+      hooked = false;
+      ++generation;
+    }
+  };
+  static Registry& registry() {
+    static Registry r;
+    return r;
   }
 };
 

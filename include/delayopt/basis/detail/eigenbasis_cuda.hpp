@@ -27,7 +27,9 @@
 
 #include <array>
 #include <climits>
+#include <cstdint>
 #include <map>
+#include <string>
 
 static_assert(delayopt::compat::has_sort_by_key,
               "delayopt's CUDA eigenbasis backend needs Kokkos >= 4.3 (Kokkos::Experimental::sort_by_key)");
@@ -55,6 +57,14 @@ struct EigenbasisOps<T, ExecSpace, false> {
     State st;
     std::size_t largest = 0, side = 0;
     for (auto& b : blocks) {
+      // cuBLAS/cuSOLVER take int dimensions, and the kernels on a side x side factor index it with
+      // int: a rotated side above 46340 would overflow (the block itself may be larger: permute_slot
+      // indexes it in 64 bits).
+      constexpr std::size_t max_side = 46340;  // 46340^2 < 2^31
+      if ((b.left && b.rows > max_side) || (b.right && b.cols > max_side) || b.rows > INT_MAX || b.cols > INT_MAX)
+        throw invalid_hyperparameter("delayopt::basis (CUDA): a " + std::to_string(b.rows) + " x " +
+                                     std::to_string(b.cols) + " block rotates a side longer than " +
+                                     std::to_string(max_side) + "; lower max_dim to keep that side unrotated");
       using V = typename Block::matrix;
       if (b.left) b.QL = V("delayopt::basis::QL", b.rows, b.rows), b.L = V("delayopt::basis::L", b.rows, b.rows);
       if (b.right) b.QR = V("delayopt::basis::QR", b.cols, b.cols), b.R = V("delayopt::basis::R", b.cols, b.cols);
@@ -257,11 +267,14 @@ struct EigenbasisOps<T, ExecSpace, false> {
   /// Second-moment slot of block b permuted with the re-sorted basis: rows (left side) or columns.
   static void permute_slot(const ExecSpace& space, State& st, const Block& b, T* v, const Kokkos::View<int*, mem>& idx,
                            bool rows) {
-    const int m = static_cast<int>(b.rows), n = static_cast<int>(b.cols);
+    // 64-bit indices: one side may be unrotated and long (an embedding), so m * n can pass 2^31.
+    const std::int64_t m = static_cast<std::int64_t>(b.rows), n = static_cast<std::int64_t>(b.cols);
     T* tmp = st.tmp.data();
     Kokkos::parallel_for(
-        "delayopt::basis::permute_second_moment", policy(space, 0, m * n), KOKKOS_LAMBDA(const int k) {
-          const int r = k / n, c = k % n;
+        "delayopt::basis::permute_second_moment",
+        Kokkos::RangePolicy<ExecSpace, Kokkos::IndexType<std::int64_t>>(space, 0, m * n),
+        KOKKOS_LAMBDA(const std::int64_t k) {
+          const std::int64_t r = k / n, c = k % n;
           tmp[k] = rows ? v[idx(r) * n + c] : v[r * n + idx(c)];
         });
     copy(space, tmp, v, static_cast<std::size_t>(m) * n);
