@@ -185,9 +185,9 @@ class ParamSet {
     for (std::size_t i = 0; i < blocks_.size(); ++i) Kokkos::deep_copy(space, blocks_[i].data, src.blocks_[i].data);
   }
 
-  /// Throws shape_mismatch naming the first block where `a` and `b` differ.
+  /// Throws shape_mismatch naming the first block where `a` and `b` differ. (string_view: the names
+  /// are literals on every step's path; strings are built only on error.)
   template <class U>
-  /// (string_view: the names are literals on every step's path; strings are built only on error.)
   static void require_same_shapes(const ParamSet& a, const ParamSet<U, ExecSpace>& b, std::string_view where,
                                   std::string_view a_name, std::string_view b_name) {
     const std::size_t n = std::min(a.num_blocks(), b.num_blocks());
