@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -235,8 +236,11 @@ inline std::shared_ptr<const Dataset> load_data(const RunOptions& o) {
   auto d = load_dataset(o.data_kind(), o.data_path, o.context, o.seed);
   // The synthetic fallback is for Debian's default files; a path the user named must load.
   if (!o.data_path.empty() && d.synthetic && o.data_kind() != DataKind::synthetic)
-    throw std::invalid_argument("--data-path " + o.data_path + " could not be loaded as --data " + name(o.data_kind()) +
-                                " (" + d.source + ")");
+    throw std::invalid_argument(
+        "--data-path " + o.data_path + " could not be loaded as --data " + name(o.data_kind()) + ": " +
+        (!std::filesystem::exists(o.data_path) ? std::string("it does not exist")
+         : o.data_kind() == DataKind::digits   ? std::string("not a gzip-compressed 65-column digits CSV")
+                                             : std::string("not a directory holding 10 kB or more of fortune files")));
   return std::make_shared<const Dataset>(std::move(d));
 }
 
