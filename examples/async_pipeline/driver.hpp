@@ -98,6 +98,7 @@ struct RunOptions {
 
 inline const char* name(Schedule s) { return s == Schedule::async_1f1b ? "async" : "sync"; }
 inline const char* name(ModelKind m) { return m == ModelKind::mlp ? "mlp" : "charlm"; }
+inline const char* name(Activation a) { return a == Activation::tanh ? "tanh" : "relu"; }
 inline const char* name(DataKind d) {
   return d == DataKind::digits ? "digits" : d == DataKind::text ? "text" : "synthetic";
 }
@@ -372,7 +373,7 @@ inline nlohmann::json to_json(const RunOptions& o, const MlpSpec& spec, const Da
   j["lr_default"] = o.lr <= 0;
   j["seed"] = o.seed;
   j["clip"] = o.clip;
-  j["activation"] = o.activation == Activation::tanh ? "tanh" : "relu";
+  j["activation"] = name(o.activation);
   j["model"] = name(o.model);
   j["data"] = name(o.data_kind());
   j["data_source"] = d.source;
