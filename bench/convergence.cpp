@@ -14,6 +14,7 @@
 // The learning rate is tuned per (method, delay, seed) on --lr-grid; each record keeps the best.
 #include <cli_checks.hpp>
 #include <delayopt/delayopt.hpp>
+#include <json_file.hpp>
 #include <method_registry.hpp>
 
 #include <CLI/CLI.hpp>
@@ -26,8 +27,6 @@
 #include <cmath>
 #include <cstdio>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <optional>
@@ -688,13 +687,9 @@ int main(int argc, char* argv[]) {
   };
   if (twice(seeds) || twice(methods) || twice(taus) || twice(stages))
     return usage_error("--seeds, --methods, --tau and --stages each list a value at most once");
-  // Fail now, not after hours of runs, if the JSON file cannot be written (std::ios::app leaves an
-  // existing file as it is until the end).
-  if (!json_file.empty()) {
-    const bool existed = std::filesystem::exists(json_file);
-    if (!std::ofstream(json_file, std::ios::app)) return usage_error("cannot write --json " + json_file);
-    if (!existed) std::filesystem::remove(json_file);
-  }
+  // Fail now, not after hours of runs.
+  if (!json_file.empty() && !delayopt::tools::can_write_json(json_file))
+    return usage_error("cannot write --json " + json_file);
   if (target < 0) target = is_mlp ? 0.05 : 1e-3;
   mo.anneal_steps = anneal_steps > 0 ? anneal_steps : max_iters;
   std::sort(lrs.begin(), lrs.end());
@@ -842,11 +837,10 @@ int main(int argc, char* argv[]) {
     if (mo.beta2 >= 0) doc["beta2"] = mo.beta2;
     if (mo.clip > 0) doc["clip"] = mo.clip;
     if (probe) doc["probe"] = probes;
-    std::ofstream out(json_file);
-    out << doc.dump(1) << "\n";
-    out.close();
-    if (!out) {
-      std::fprintf(stderr, "delayopt_convergence: writing %s failed\n", json_file.c_str());
+    try {
+      delayopt::tools::write_json(json_file, doc);
+    } catch (const std::runtime_error& e) {
+      std::fprintf(stderr, "delayopt_convergence: %s\n", e.what());
       return 1;
     }
     std::printf("wrote %s\n", json_file.c_str());

@@ -13,7 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -22,6 +22,11 @@
 namespace pipeline {
 
 enum class DataKind { digits, text, synthetic };
+
+/// What a loader does with a file it cannot load: fall back to synthetic data (right for the Debian
+/// default paths, whose packages may not be installed) or throw std::invalid_argument saying why
+/// (right for a path the user named).
+enum class Unloadable { use_synthetic, fail };
 
 /// Where the Debian packages put the data (python3-sklearn, fortunes-min).
 inline const char* const digits_default_path = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
@@ -82,14 +87,22 @@ class Rng {
   std::uint64_t s_;
 };
 
-/// Reads a gzip file through the system's gzip (always present on Debian), so the example needs no zlib.
-inline std::string gunzip(const std::string& path) {
-  if (!std::filesystem::exists(path)) return {};
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(("gzip -dc '" + path + "' 2>/dev/null").c_str(), "r"), pclose);
-  if (!pipe) return {};
+/// `s` as one POSIX shell word: single-quoted, each ' written as '\''.
+inline std::string shell_quoted(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += (c == '\'' ? std::string("'\\''") : std::string(1, c));
+  return q + "'";
+}
+
+/// Reads a gzip file through the system's gzip (always present on Debian), so the example needs no
+/// zlib. Empty when gzip fails (not gzip data, truncated, unreadable).
+inline std::optional<std::string> gunzip(const std::string& path) {
+  FILE* pipe = popen(("gzip -dc " + shell_quoted(path) + " 2>/dev/null").c_str(), "r");
+  if (!pipe) return std::nullopt;
   std::string out;
   char buf[65536];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe.get())) > 0;) out.append(buf, n);
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  if (pclose(pipe) != 0) return std::nullopt;
   return out;
 }
 
@@ -136,33 +149,48 @@ inline Dataset synthetic_text(int context, std::uint64_t seed, const std::string
 }
 
 /// scikit-learn's digits: 1797 8x8 images, 64 pixels in 0..16 then the label per CSV line. Pixels
-/// are scaled to [0, 1]. Falls back to synthetic_dense when the file is missing or malformed.
-inline Dataset load_digits(const std::string& path, std::uint64_t seed) {
-  const std::string text = detail::gunzip(path);
-  if (text.empty()) return synthetic_dense(seed, path + " not found or not gzip-compressed; install python3-sklearn");
+/// are scaled to [0, 1]. A missing or malformed file falls back to synthetic_dense or throws (`mode`).
+inline Dataset load_digits(const std::string& path, std::uint64_t seed, Unloadable mode = Unloadable::use_synthetic) {
+  const auto unloadable = [&](const std::string& why) {
+    if (mode == Unloadable::fail) throw std::invalid_argument("cannot load the digits CSV " + path + ": " + why);
+    return synthetic_dense(seed, path + ": " + why + "; install python3-sklearn");
+  };
+  if (!std::filesystem::exists(path)) return unloadable("it does not exist");
+  const std::optional<std::string> text = detail::gunzip(path);
+  if (!text) return unloadable("gzip cannot decompress it");
   Dataset d;
   d.features = 64;
   d.classes = 10;
-  std::istringstream lines(text);
+  std::istringstream lines(*text);
   std::string line;
-  while (std::getline(lines, line)) {
+  for (int number = 1; std::getline(lines, line); ++number) {
     if (line.empty()) continue;
     std::istringstream cells(line);
     std::string cell;
     std::vector<double> v;
     while (std::getline(cells, cell, ',')) v.push_back(std::atof(cell.c_str()));
     if (v.size() != 65 || v[64] < 0 || v[64] > 9)
-      return synthetic_dense(seed, path + " is not the 65-column digits CSV");
+      return unloadable("line " + std::to_string(number) + " is not 64 pixels and a label 0-9 (65 columns)");
     for (int f = 0; f < 64; ++f) d.x.push_back(static_cast<float>(v[static_cast<std::size_t>(f)] / 16.0));
     d.y.push_back(static_cast<int>(v[64]));
   }
+  if (d.y.empty()) return unloadable("it holds no rows");
   d.source = "digits: " + path + " (" + std::to_string(d.y.size()) + " images, 64 pixels, 10 classes)";
   return d;
 }
 
 /// The fortune files (fortunes, literature, riddles from fortunes-min, plus any others in `dir`) as
-/// one byte stream; the '%' separator lines become blank lines. Falls back to synthetic_text.
-inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed) {
+/// one byte stream; the '%' separator lines become blank lines. A missing directory or one with less
+/// than 10 kB of text falls back to synthetic_text or throws (`mode`).
+inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed,
+                         Unloadable mode = Unloadable::use_synthetic) {
+  constexpr std::size_t min_bytes = 10000;  // below this a context-8 model has little to learn
+  const auto unloadable = [&](const std::string& why) {
+    if (mode == Unloadable::fail) throw std::invalid_argument("cannot load fortune text from " + dir + ": " + why);
+    return synthetic_text(context, seed, dir + ": " + why + "; install fortunes-min");
+  };
+  if (!std::filesystem::exists(dir)) return unloadable("it does not exist");
+  if (!std::filesystem::is_directory(dir)) return unloadable("it is not a directory");
   std::vector<std::filesystem::path> files;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec))
@@ -173,7 +201,9 @@ inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed
     std::ifstream in(f);
     for (std::string line; std::getline(in, line);) corpus += (line == "%" ? std::string() : line) + '\n';
   }
-  if (corpus.size() < 10000u) return synthetic_text(context, seed, dir + " has no fortune files; install fortunes-min");
+  if (corpus.size() < min_bytes)
+    return unloadable("its " + std::to_string(files.size()) + " fortune files hold " + std::to_string(corpus.size()) +
+                      " bytes, fewer than " + std::to_string(min_bytes));
   Dataset d;
   d.context = context;
   int id_of[256];
@@ -189,12 +219,13 @@ inline Dataset load_text(const std::string& dir, int context, std::uint64_t seed
 }
 
 /// Loads `kind`; an empty path means the Debian default location.
-inline Dataset load_dataset(DataKind kind, const std::string& path, int context, std::uint64_t seed) {
+inline Dataset load_dataset(DataKind kind, const std::string& path, int context, std::uint64_t seed,
+                            Unloadable mode = Unloadable::use_synthetic) {
   switch (kind) {
     case DataKind::digits:
-      return load_digits(path.empty() ? digits_default_path : path, seed);
+      return load_digits(path.empty() ? digits_default_path : path, seed, mode);
     case DataKind::text:
-      return load_text(path.empty() ? fortunes_default_dir : path, context, seed);
+      return load_text(path.empty() ? fortunes_default_dir : path, context, seed, mode);
     case DataKind::synthetic:
       break;
   }

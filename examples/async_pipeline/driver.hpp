@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -234,15 +233,14 @@ inline std::shared_ptr<const Dataset> load_data(const RunOptions& o) {
     return std::make_shared<const Dataset>(synthetic_text(o.context, o.seed, "requested with --data synthetic"));
   if (o.model == ModelKind::mlp && o.data_kind() == DataKind::text)
     throw std::invalid_argument("--model mlp classifies digits; use --model charlm for --data text");
-  auto d = load_dataset(o.data_kind(), o.data_path, o.context, o.seed);
   // The synthetic fallback is for Debian's default files; a path the user named must load.
-  if (!o.data_path.empty() && d.synthetic && o.data_kind() != DataKind::synthetic)
-    throw std::invalid_argument(
-        "--data-path " + o.data_path + " could not be loaded as --data " + name(o.data_kind()) + ": " +
-        (!std::filesystem::exists(o.data_path) ? std::string("it does not exist")
-         : o.data_kind() == DataKind::digits   ? std::string("not a gzip-compressed 65-column digits CSV")
-                                             : std::string("not a directory holding 10 kB or more of fortune files")));
-  return std::make_shared<const Dataset>(std::move(d));
+  const Unloadable mode = o.data_path.empty() ? Unloadable::use_synthetic : Unloadable::fail;
+  try {
+    auto d = load_dataset(o.data_kind(), o.data_path, o.context, o.seed, mode);
+    return std::make_shared<const Dataset>(std::move(d));
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--data-path with --data " + std::string(name(o.data_kind())) + ": " + e.what());
+  }
 }
 
 inline double default_target(const RunOptions& o, const Dataset& d) {

@@ -6,13 +6,14 @@
 //   mpirun -np 4 delayopt_pipeline --transport mpi --stages 4 --method adam --steps 1000 --json run.json
 #include "driver.hpp"
 
+#include <json_file.hpp>
+
 #if DELAYOPT_PIPELINE_MPI
 #include "transport_mpi.hpp"
 #endif
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <string>
 
@@ -20,11 +21,9 @@ namespace {
 
 using namespace pipeline;
 
+/// --json is optional.
 void write_json(const std::string& path, const nlohmann::json& j) {
-  if (path.empty()) return;
-  std::ofstream out(path);
-  out << j.dump(1) << '\n';
-  if (!out) throw std::runtime_error("cannot write " + path);
+  if (!path.empty()) delayopt::tools::write_json(path, j);
 }
 
 int run_threads_transport(const RunOptions& o) {
@@ -182,6 +181,8 @@ int main(int argc, char* argv[]) {
   try {
     check_options(app, o);
     (void)make_config(o);  // parses --inject-failure
+    if (!o.json.empty() && !delayopt::tools::can_write_json(o.json))
+      throw std::invalid_argument("cannot write --json " + o.json);
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "delayopt_pipeline: %s\n", e.what());
     return 2;

@@ -16,10 +16,14 @@ using Catch::Approx;
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace pipeline;
 
@@ -585,7 +589,49 @@ TEST_CASE("data: the Debian files load, or the fallback says it ran", "[pipeline
   CHECK(text.size() > 10000u);
   const Dataset missing = load_digits("/nonexistent/digits.csv.gz", 1);
   CHECK(missing.synthetic);
-  CHECK_THAT(missing.source, CONTAINS("/nonexistent/digits.csv.gz not found or not gzip-compressed"));
+  CHECK_THAT(missing.source, CONTAINS("/nonexistent/digits.csv.gz: it does not exist; install python3-sklearn"));
+}
+
+TEST_CASE("data: a path that cannot load throws its reason in fail mode, and a quote in it is safe", "[pipeline]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("delayopt data 'quoted' " + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto write = [&](const std::string& file, const std::string& text) {
+    std::ofstream(dir / file) << text;
+    return (dir / file).string();
+  };
+  const auto gzipped = [&](const std::string& file, const std::string& text) {
+    const std::string plain = write(file, text);
+    REQUIRE(std::system(("gzip -f " + detail::shell_quoted(plain)).c_str()) == 0);
+    return plain + ".gz";
+  };
+  const auto fails_with = [](auto&& load, const std::string& why) { CHECK_THROWS_WITH(load(), CONTAINS(why)); };
+  std::string row;  // pixels 0, 1, ..., 16, then zeros; label 7
+  for (int f = 0; f < 64; ++f) row += std::to_string(f <= 16 ? f : 0) + ",";
+  row += "7\n";
+  const std::string good = gzipped("it's.csv", row + row);
+  const Dataset two = load_digits(good, 1, Unloadable::fail);
+  CHECK_FALSE(two.synthetic);
+  CHECK(two.size() == 2u);
+  CHECK(two.y[1] == 7);
+  CHECK(two.x[16] == 1.0f);
+
+  fails_with([&] { return load_digits((dir / "none.csv.gz").string(), 1, Unloadable::fail); }, "it does not exist");
+  fails_with([&] { return load_digits(write("plain.csv", row), 1, Unloadable::fail); }, "gzip cannot decompress it");
+  fails_with([&] { return load_digits(gzipped("short.csv", row + "1,2,3\n"), 1, Unloadable::fail); },
+             "line 2 is not 64 pixels and a label 0-9");
+  fails_with([&] { return load_digits(gzipped("empty.csv", "\n"), 1, Unloadable::fail); }, "it holds no rows");
+  fails_with([&] { return load_text((dir / "none").string(), 8, 1, Unloadable::fail); }, "it does not exist");
+  fails_with([&] { return load_text(good, 8, 1, Unloadable::fail); }, "it is not a directory");
+  fs::create_directories(dir / "fortunes");
+  std::ofstream(dir / "fortunes" / "tiny") << "A short fortune.\n%\nAnother.\n";
+  fails_with([&] { return load_text((dir / "fortunes").string(), 8, 1, Unloadable::fail); },
+             "its 1 fortune files hold 27 bytes, fewer than 10000");
+  // The default mode falls back and says why.
+  const Dataset fallback = load_text((dir / "fortunes").string(), 8, 1);
+  CHECK(fallback.synthetic);
+  CHECK_THAT(fallback.source, CONTAINS("fewer than 10000; install fortunes-min"));
+  fs::remove_all(dir);
 }
 
 int main(int argc, char* argv[]) {
