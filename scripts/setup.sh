@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up delayopt on Debian 12 and builds it: installs missing apt packages, builds Kokkos once
 # into a cache prefix (unless Kokkos_ROOT points at your own), configures and builds a CMake preset.
-# Idempotent: a second run only rebuilds what changed.
+# Idempotent: a second run only rebuilds what changed; runs started together take turns (flock), and
+# a Kokkos install that was interrupted is redone.
 #
 # Environment:
 #   Kokkos_ROOT       use this Kokkos install (3.4 .. 5.x) instead of building one
@@ -58,20 +59,30 @@ build_kokkos() {
     -DKokkos_CXX_STANDARD=20 -DKokkos_ENABLE_OPENMP=ON -DKokkos_ENABLE_SERIAL=ON -DKokkos_ENABLE_TESTS=OFF \
     -DCMAKE_INSTALL_PREFIX="$kokkos_prefix" >"$work/configure.log"
   cmake --build "$work/build" -j "$jobs" >"$work/build.log" 2>&1 || { tail -50 "$work/build.log"; exit 1; }
+  rm -rf "$kokkos_prefix"  # what an interrupted install left
   cmake --install "$work/build" >/dev/null
-  rm -rf "$work"
+  rm -rf "$work"  # last: its absence marks the install complete (kokkos_ready)
 }
+kokkos_ready() { [ -f "$kokkos_prefix/lib/cmake/Kokkos/KokkosConfig.cmake" ] && [ ! -e "$cache/kokkos-src" ]; }
 
 if [ -n "${Kokkos_ROOT:-}" ]; then
   log "using Kokkos from Kokkos_ROOT=$Kokkos_ROOT"
   kokkos_root=$Kokkos_ROOT
 else
-  if [ ! -f "$kokkos_prefix/lib/cmake/Kokkos/KokkosConfig.cmake" ]; then build_kokkos; fi
+  # One Kokkos build at a time per cache (say the demo and the tests were started together).
+  mkdir -p "$cache"
+  exec 8>"$cache/kokkos.lock"
+  flock 8
+  if ! kokkos_ready; then build_kokkos; fi
+  flock -u 8
   kokkos_root=$kokkos_prefix
 fi
 
 # ---- configure and build --------------------------------------------------------------------------
 build_dir=$root/build/$preset
+mkdir -p "$build_dir"
+exec 9>"$build_dir/.setup.lock"  # one configure and build at a time per build folder
+flock 9
 if [ ! -f "$build_dir/CMakeCache.txt" ] || ! grep -q "^Kokkos_ROOT:.*=$kokkos_root\$" "$build_dir/CMakeCache.txt"; then
   log "configuring preset '$preset' in $build_dir"
   cmake --preset "$preset" -S "$root" -DKokkos_ROOT="$kokkos_root" >/dev/null
