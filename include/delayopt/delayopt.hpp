@@ -24,6 +24,7 @@
 #include "delayopt/delay/none.hpp"
 #include "delayopt/delay/stage_lr_discount.hpp"
 #include "delayopt/delay/weight_prediction.hpp"
+#include "delayopt/io/checkpoint.hpp"
 #include "delayopt/moment/adam.hpp"
 #include "delayopt/moment/momentum.hpp"
 #include "delayopt/moment/nadam.hpp"

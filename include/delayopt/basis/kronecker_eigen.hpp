@@ -431,6 +431,23 @@ struct EigenbasisPolicy {
     return n;
   }
 
+  /// Checkpoint protocol (io/checkpoint.hpp): the counters, then each block's allocated factors
+  /// and bases. The failure count is one number on every backend (the device count folds in).
+  template <class T, class ExecSpace, class Visitor>
+  static void visit_state(EigenState<T, ExecSpace>& st, Visitor& v) {
+    v.count("basis/calls", st.calls);
+    v.count("basis/refreshes", st.refreshes);
+    v.count(
+        "basis/failures", [&] { return failures(st); }, [&](std::int64_t n) { st.failures = n; });
+    for (std::size_t i = 0; i < st.blocks.size(); ++i) {
+      auto& b = st.blocks[i];
+      if (b.L.size()) v.array("basis/L", i, b.L);
+      if (b.R.size()) v.array("basis/R", i, b.R);
+      if (b.QL.size()) v.array("basis/QL", i, b.QL);
+      if (b.QR.size()) v.array("basis/QR", i, b.QR);
+    }
+  }
+
   /// Bytes of factors and bases (the moment slots are counted by the optimizer).
   template <class T, class ExecSpace>
   static std::size_t state_bytes(const EigenState<T, ExecSpace>& st) {
