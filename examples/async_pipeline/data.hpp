@@ -95,7 +95,7 @@ inline std::string shell_quoted(const std::string& s) {
 }
 
 /// Reads a gzip file through the system's gzip (always present on Debian), so the example needs no
-/// zlib. Empty when gzip fails (not gzip data, truncated, unreadable).
+/// zlib. nullopt when gzip fails (not gzip data, truncated, unreadable).
 inline std::optional<std::string> gunzip(const std::string& path) {
   FILE* pipe = popen(("gzip -dc " + shell_quoted(path) + " 2>/dev/null").c_str(), "r");
   if (!pipe) return std::nullopt;
