@@ -269,7 +269,7 @@ void visit(State& state, const ParamSet<T, ExecSpace>& params, Visitor& v) {
       v.array("moment" + std::to_string(k) + "/" + params.shape(i).name, state.moments[k].flat(i),
               Moment::slot_kinds[k] == SlotKind::second_moment);
   if constexpr (checkpointable && !Basis::is_identity) Basis::visit_state(state.basis, v);  // one error, not two
-  for (std::size_t k = 0; k < state.delay.size(); ++k)
+  for (int k = 0; k < Opt::delay_type::slots; ++k)
     for (std::size_t i = 0; i < params.num_blocks(); ++i)
       v.array("delay" + std::to_string(k) + "/" + params.shape(i).name, state.delay[k].flat(i));
 }
