@@ -105,8 +105,6 @@ class Reader {
   }
   std::string str(std::string_view what) {
     const auto n = pod<std::uint64_t>(what);
-    if (n > static_cast<std::uint64_t>(end_ - p_))
-      throw invalid_input("delayopt::io::load_state: checkpoint ends inside " + std::string(what));
     return std::string(take(n, what), n);
   }
   bool done() const { return p_ == end_; }
@@ -147,12 +145,18 @@ struct SaveVisitor {
   const ExecSpace& space;
   const std::vector<BlockShape>& shapes;
 
-  void count(std::string_view key, std::int64_t value) {
+  /// One record: key, kind, element size, rank, extents, then the raw values.
+  void record(std::string_view key, Kind kind, std::size_t element_size, const std::vector<std::uint64_t>& extents,
+              const void* data, std::size_t bytes) {
     w.str(key);
-    w.pod(Kind::count);
-    w.pod(static_cast<std::uint8_t>(sizeof(std::int64_t)));
-    w.pod(std::uint32_t{0});
-    w.pod(value);
+    w.pod(kind);
+    w.pod(static_cast<std::uint8_t>(element_size));
+    w.pod(static_cast<std::uint32_t>(extents.size()));
+    for (auto e : extents) w.pod(e);
+    w.bytes(data, bytes);
+  }
+  void count(std::string_view key, std::int64_t value) {
+    record(key, Kind::count, sizeof value, {}, &value, sizeof value);
   }
   template <class Get, class Set>
   void count(std::string_view key, Get get, Set) {
@@ -164,12 +168,8 @@ struct SaveVisitor {
     auto host = Kokkos::create_mirror_view(Kokkos::HostSpace(), v);
     Kokkos::deep_copy(space, host, v);
     space.fence();  // the host copy is read next
-    w.str(key);
-    w.pod(std::is_same_v<U, std::int64_t> ? Kind::count : Kind::value);
-    w.pod(static_cast<std::uint8_t>(sizeof(U)));
-    w.pod(static_cast<std::uint32_t>(View::rank));
-    for (auto e : extents_of(v)) w.pod(e);
-    w.bytes(host.data(), host.size() * sizeof(U));
+    record(key, std::is_same_v<U, std::int64_t> ? Kind::count : Kind::value, sizeof(U), extents_of(v), host.data(),
+           host.size() * sizeof(U));
   }
   template <class View>
   void array(std::string_view what, std::size_t block, const View& v) {
