@@ -40,15 +40,27 @@ void run(const E& space, const Opt& opt, ParamSet<T, E>& params, typename Opt::t
   space.fence();
 }
 
+/// Parameters drawn from `seed` and the state of `opt` after `steps` steps (run's gradients).
+template <class T, class Opt>
+struct Trained {
+  ParamSet<T, E> params;
+  typename Opt::template State<T, E> state;
+};
+template <class T, class Opt>
+Trained<T, Opt> trained(const E& space, const Opt& opt, unsigned seed, int steps) {
+  Trained<T, Opt> t{ParamSet<T, E>(shapes()), {}};
+  delayopt::test::fill_random(space, t.params, seed, 0.5);
+  t.state = opt.init(space, t.params);
+  run(space, opt, t.params, t.state, 0, steps);
+  return t;
+}
+
 /// Saves after `first` steps, restores into a new state, and runs `more` steps from both: the
 /// parameters and every moment must match bit for bit.
 template <class Opt, class T>
 void check_round_trip(const Opt& opt, int first, int more) {
   E space;
-  ParamSet<T, E> params(shapes());
-  delayopt::test::fill_random(space, params, 3, 0.5);
-  auto state = opt.init(space, params);
-  run(space, opt, params, state, 0, first);
+  auto [params, state] = trained<T>(space, opt, 3, first);
 
   std::stringstream file;
   io::save_state(file, space, opt, params, state);
@@ -220,10 +232,7 @@ TEST_CASE("a bad checkpoint is refused with a message saying what is wrong", "[c
 TEST_CASE("a checkpoint with a valid checksum but altered contents is refused or loads cleanly", "[checkpoint]") {
   E space;
   const SOAP opt(soap_config(1e-2));
-  ParamSet<double, E> params(shapes());
-  delayopt::test::fill_random(space, params, 3, 0.5);
-  auto state = opt.init(space, params);
-  run(space, opt, params, state, 0, 4);
+  const auto [params, state] = trained<double>(space, opt, 3, 4);
   std::stringstream file;
   io::save_state(file, space, opt, params, state);
   const std::string good = file.str();
@@ -257,10 +266,7 @@ TEST_CASE("a checkpoint with a valid checksum but altered contents is refused or
 TEST_CASE("checkpoint files: written atomically, a missing file named in the error", "[checkpoint]") {
   E space;
   const SOAP opt(soap_config(1e-2));
-  ParamSet<float, E> params(shapes());
-  delayopt::test::fill_random(space, params, 5, 0.5);
-  auto state = opt.init(space, params);
-  run(space, opt, params, state, 0, 12);
+  const auto [params, state] = trained<float>(space, opt, 5, 12);
   const auto path = std::filesystem::temp_directory_path() / ("delayopt-ckpt-" + std::to_string(::getpid()));
   io::save_state(path, space, opt, params, state);
   CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));
